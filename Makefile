@@ -1,0 +1,67 @@
+# distilloop: `make run` and `make test` do all the set-up they need (idempotent: a second run installs nothing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-labelstudio
+STAMP := $(VENV)/.distilloop-installed
+LS_STAMP := $(LS_VENV)/.distilloop-installed
+BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test install lint unit integration bench-model bench-al studio-start studio-stop clean
+
+install: $(STAMP) $(LS_STAMP)
+
+# torch is installed first and pinned: 2.13.0 is the CPU build on this machine; a looser pin pulls CUDA.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+# Label Studio pins openai<2 and Django: it lives in its own virtualenv, reached only over HTTP.
+$(LS_STAMP):
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q "label-studio==1.23.*"
+	@touch $@
+
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+run: install
+	$(BIN)/distilloop init --demo
+	$(BIN)/distilloop studio start
+	$(BIN)/streamlit run app/dashboard.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+test: install $(CHROMIUM)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest -m unit
+
+integration: install $(CHROMIUM)
+	$(BIN)/pytest -m integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench-model: $(STAMP)
+	$(BIN)/python benchmarks/bench_model.py
+
+bench-al: $(STAMP)
+	$(BIN)/python benchmarks/bench_al.py
+
+studio-start: install
+	$(BIN)/distilloop studio start
+
+studio-stop: $(STAMP)
+	$(BIN)/distilloop studio stop
+
+clean:
+	rm -rf var test-output bench-results .pytest_cache .ruff_cache

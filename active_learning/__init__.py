@@ -1,0 +1,1 @@
+"""distilloop active_learning package."""

@@ -1,0 +1,1 @@
+"""distilloop app package."""

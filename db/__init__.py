@@ -1,0 +1,1 @@
+"""Database: SQLModel tables, engine and sessions from settings, CRUD functions, Alembic migrations."""

@@ -1,0 +1,1 @@
+"""distilloop export package."""

@@ -1,0 +1,1 @@
+"""distilloop labeling package."""

