@@ -1,0 +1,86 @@
+"""Classifier definitions: the shipped heads, user heads from HEADS_DIR, malformed files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labeling.heads import HeadDefinitionError, HeadKind, UnknownHeadError, get_head, load_heads
+
+pytestmark = pytest.mark.unit
+
+VALID = """
+name: banking
+kind: single
+description: BANKING77 intents
+labels:
+  - {name: card_arrival, description: card not arrived}
+  - {name: lost_or_stolen_card, description: lost card}
+thresholds: {accuracy: 0.9}
+"""
+
+
+def test_shipped_heads():
+    heads = load_heads()
+    assert {"intent", "context", "worthiness", "emotion"} <= set(heads)
+    assert heads["intent"].label_names == [
+        "rag_query", "professional", "psychological", "learning", "social", "emotional", "aspirational", "chitchat",
+    ]
+    assert heads["context"].label_names == ["professional", "psychological", "learning", "social", "emotional", "aspirational"]
+    assert heads["worthiness"].kind is HeadKind.BINARY and heads["worthiness"].output["label"] == "is_worthy"
+    assert heads["emotion"].kind is HeadKind.MULTI
+    assert set(heads["emotion"].label_names) == {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
+    for h in heads.values():
+        assert h.thresholds and all(lab.description for lab in h.labels)
+
+
+def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    d = tmp_path / "heads"
+    d.mkdir()
+    (d / "banking.yaml").write_text(VALID)
+    monkeypatch.setenv("HEADS_DIR", str(d))
+    from db.settings import reset_settings
+
+    reset_settings()
+    assert get_head("banking").label_names == ["card_arrival", "lost_or_stolen_card"]
+    with pytest.raises(UnknownHeadError, match="known heads"):
+        get_head("nope")
+
+
+@pytest.mark.parametrize(
+    ("content", "field", "problem"),
+    [
+        (VALID.replace("kind: single", "kind: ranking"), "kind", "Input should be"),
+        (VALID.replace("  - {name: lost_or_stolen_card, description: lost card}\n", ""), "labels", "at least 2"),
+        (VALID.replace("lost_or_stolen_card, description: lost card", "card_arrival, description: dup"), "labels", "duplicate"),
+        (VALID.replace("accuracy: 0.9", "accuracy: 1.5"), "thresholds", "between 0 and 1"),
+        (VALID.replace("accuracy: 0.9", "bleu: 0.5"), "(top level)", "unknown metric"),
+        (VALID.replace("description: card not arrived", "descripton: typo"), "labels.0.descripton", "Extra inputs"),
+        (VALID + "active_learning: {mix: {margin: 0.5, random: 0.2}}\n", "active_learning.mix", "sum to 1"),
+    ],
+)
+def test_malformed_head_names_file_field_and_problem(tmp_path: Path, content: str, field: str, problem: str):
+    (tmp_path / "banking.yaml").write_text(content)
+    with pytest.raises(HeadDefinitionError) as err:
+        load_heads(tmp_path)
+    text = str(err.value)
+    assert "banking.yaml" in text and f"field {field}" in text and problem in text
+
+
+def test_yaml_syntax_and_name_mismatch(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(HeadDefinitionError, match="bad.yaml: not valid YAML"):
+        load_heads(tmp_path)
+    (tmp_path / "bad.yaml").write_text(VALID)
+    with pytest.raises(HeadDefinitionError, match="must match the file name 'bad'"):
+        load_heads(tmp_path)
+
+
+def test_validate_value():
+    emotion = get_head("emotion")
+    assert emotion.validate_value(["surprise", "joy", "joy"]) == ["joy", "surprise"]
+    with pytest.raises(ValueError, match="unknown label"):
+        emotion.validate_value(["glee"])
+    with pytest.raises(ValueError, match="unknown label 'x'"):
+        get_head("intent").validate_value("x")
