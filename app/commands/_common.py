@@ -23,11 +23,18 @@ def fail(message: str, code: int = 1) -> None:
 @contextmanager
 def cli_errors(*expected: type[BaseException]) -> Iterator[None]:
     """Turn the service's expected errors (ValueError and friends by default) into clean messages."""
+    from sqlalchemy.exc import OperationalError
+
     kinds = expected or (ValueError, FileNotFoundError, PermissionError, LookupError, RuntimeError)
     try:
         yield
     except typer.Exit:
         raise
+    except OperationalError as e:
+        from db.settings import get_settings, redact_url
+
+        url = redact_url(get_settings().effective_database_url)
+        fail(f"cannot use the database {url}: {str(e.orig).strip()}. Check DATABASE_URL and that the server is up.")
     except kinds as e:  # noqa: B030  (tuple of classes)
         fail(str(e))
 
