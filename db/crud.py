@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -26,6 +27,7 @@ from db.models import (
 
 _WS = re.compile(r"\s+")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
+CONSENSUS_ANNOTATOR = "consensus"  # the resolved answer of several annotators
 
 
 def normalize_text(text: str) -> str:
@@ -190,19 +192,29 @@ def effective_labels(
 ) -> dict[int, Label]:
     """The label that wins for each message of ``head``: highest origin rank, then the newest.
 
-    Several human annotators on one message are resolved elsewhere (labeling's agreement module);
-    here the newest human label wins."""
+    Several human annotators on one message: a ``consensus`` label (written by the Label Studio pull when
+    a majority agrees) wins; if the annotators disagree and there is no consensus, the message is under
+    review and gets no effective label at all (never the newest answer, never an average)."""
     q = select(Label).where(Label.head == head, col(Label.superseded_by_id).is_(None))
     if origins is not None:
         q = q.where(col(Label.origin).in_(list(origins)))
     if split is not None:
         q = q.join(Message, Message.id == Label.message_id).where(Message.split == split)
     best: dict[int, Label] = {}
+    humans: dict[int, list[Label]] = defaultdict(list)
     for lab in session.exec(q):
+        if lab.origin == "human":
+            humans[lab.message_id].append(lab)
         cur = best.get(lab.message_id)
         key = (ORIGIN_RANK[lab.origin], lab.id)
         if cur is None or key > (ORIGIN_RANK[cur.origin], cur.id):
             best[lab.message_id] = lab
+    for mid, labs in humans.items():
+        consensus = [lab for lab in labs if lab.annotator == CONSENSUS_ANNOTATOR]
+        if consensus:
+            best[mid] = max(consensus, key=lambda lab: lab.id)
+        elif len({json.dumps(lab.value, sort_keys=True) for lab in labs}) > 1:
+            del best[mid]  # annotators disagree: in review
     return best
 
 
@@ -230,9 +242,10 @@ def latest_model_version(session: Session, *, head: str, kind: str | None = None
 
 
 def open_queue_message_ids(session: Session, *, head: str) -> set[int]:
-    """Messages of ``head`` waiting for a human (pending, pushed or in review)."""
+    """Messages of ``head`` that must not be queued again: waiting for a human (pending, pushed, in review)
+    or skipped by an annotator (not re-queued blindly)."""
     q = select(QueueItem.message_id).where(
-        QueueItem.head == head, col(QueueItem.status).in_(["pending", "pushed", "review"])
+        QueueItem.head == head, col(QueueItem.status).in_(["pending", "pushed", "review", "skipped"])
     )
     return set(session.exec(q))
 

@@ -92,3 +92,28 @@ def test_sync_state_roundtrip(session: Session):
     crud.set_sync_state(session, name="x", value={"watermark": 5})
     session.commit()
     assert crud.get_sync_state(session, name="x") == {"watermark": 5}
+
+
+def test_disagreeing_annotators_without_consensus_give_no_label(session: Session):
+    m, _ = crud.add_message(session, text="torn between two answers")
+    crud.add_label(session, message_id=m.id, head="intent", value="social", origin="llm")
+    crud.add_label(session, message_id=m.id, head="intent", value="social", origin="human", annotator="ann1")
+    crud.add_label(session, message_id=m.id, head="intent", value="emotional", origin="human", annotator="ann2")
+    session.commit()
+    assert m.id not in crud.effective_labels(session, head="intent")  # in review: neither answer wins
+    crud.add_label(session, message_id=m.id, head="intent", value="social", origin="human", annotator=crud.CONSENSUS_ANNOTATOR)
+    session.commit()
+    assert crud.effective_labels(session, head="intent")[m.id].value == "social"
+
+
+def test_skipped_items_are_not_requeued(session: Session):
+    from db.models import QueueItem
+
+    a, _ = crud.add_message(session, text="a")
+    b, _ = crud.add_message(session, text="b")
+    c, _ = crud.add_message(session, text="c")
+    session.add(QueueItem(message_id=a.id, head="intent", strategy="margin", status="skipped"))
+    session.add(QueueItem(message_id=b.id, head="intent", strategy="margin", status="labelled"))
+    session.add(QueueItem(message_id=c.id, head="intent", strategy="margin", status="pushed"))
+    session.commit()
+    assert crud.open_queue_message_ids(session, head="intent") == {a.id, c.id}
