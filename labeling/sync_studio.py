@@ -163,8 +163,11 @@ def project_id_for(session: Session, *, head: str, client: StudioClient) -> int 
 
 
 def _task_for(hd: HeadDef, item: QueueItem, msg: Message, *, with_predictions: bool, teacher_model: str) -> dict:
+    from labeling.redact import outbound
+
+    text, context = outbound(msg)  # PII-redacted text and previous turns when redaction is on
     task: dict[str, Any] = {
-        "data": task_data(message_id=msg.id, text=msg.text_redacted or msg.text, context=msg.context),
+        "data": task_data(message_id=msg.id, text=text, context=context),
         "meta": {"source": "distilloop"},
     }
     if with_predictions:
