@@ -1,0 +1,240 @@
+"""train_head / evaluate_head / score_pool against a real database, with toy heads on the tiny encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlmodel import Session, select
+
+from db import crud
+from db.models import Message, ModelVersion, QueueItem
+from db.settings import reset_settings
+from tests.unit.training.conftest import toy_texts
+from training.service import (
+    evaluate_head,
+    load_model_version_student,
+    score_pool,
+    train_head,
+    training_set,
+)
+from training.students import TrainingDataError
+
+pytestmark = pytest.mark.unit
+
+TOPICS = ["food", "money", "travel"]
+
+
+def _write_head(folder: Path, name: str, kind: str, labels: list[str], encoder: str, **extra) -> None:
+    doc = {
+        "name": name,
+        "kind": kind,
+        "description": f"toy {kind} head",
+        "labels": [{"name": lab, "description": f"about {lab}"} for lab in labels],
+        "min_holdout": 20,
+        "student": {
+            "encoder": encoder,
+            "origin_weights": {"human": 1.0, "import": 1.0, "llm": 0.5, "synthetic": 0.0},
+            "finetune": {"learning_rate": 5e-4, "batch_size": 16, "epochs": 1, "max_length": 16, "validation_fraction": 0.2},
+        },
+        **extra,
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+
+
+@pytest.fixture
+def heads(tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "heads"
+    folder.mkdir()
+    _write_head(folder, "toy", "single", TOPICS, str(tiny_encoder))
+    _write_head(folder, "toyflag", "binary", ["yes", "no"], str(tiny_encoder), positive_label="yes")
+    _write_head(folder, "toymulti", "multi", [*TOPICS, "late"], str(tiny_encoder))
+    _write_head(folder, "broken", "single", TOPICS, str(tmp_path / "no-such-encoder"))
+    monkeypatch.setenv("HEADS_DIR", str(folder))
+    reset_settings()
+    return folder
+
+
+def _value(head: str, text: str, topic: str):
+    if head == "toyflag":
+        return "yes" if topic == "money" else "no"
+    if head == "toymulti":
+        return [topic] + (["late"] if "late" in text.split() else [])
+    return topic
+
+
+def _seed(session: Session, head: str = "toy", n_pool: int = 90, n_holdout: int = 30) -> dict[str, list[int]]:
+    """Pool: 1/3 human, 1/3 llm, 1/3 synthetic labels. Holdout: human labels + a teacher that errs on 1 in 5."""
+    ids: dict[str, list[int]] = {"pool": [], "holdout": [], "unlabelled": []}
+    for i, (text, topic) in enumerate(toy_texts(n_pool, seed=10)):
+        msg, created = crud.add_message(session, text=text, source="test")
+        if not created:
+            continue
+        origin = ["human", "llm", "synthetic"][(i // 3) % 3]  # every topic in every origin
+        crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, topic), origin=origin, annotator="t")
+        ids["pool"].append(msg.id)
+    for i, (text, topic) in enumerate(toy_texts(n_holdout, seed=11)):
+        msg, created = crud.add_message(session, text=text + " today", source="test", split="holdout")
+        if not created:
+            continue
+        crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, topic), origin="human", annotator="gold")
+        wrong = TOPICS[(TOPICS.index(topic) + 1) % 3]
+        crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, wrong if i % 5 == 0 else topic), origin="llm", confidence=0.9)
+        ids["holdout"].append(msg.id)
+    for text, _ in toy_texts(10, seed=12):
+        msg, created = crud.add_message(session, text=text + " please please", source="test")
+        if created:
+            ids["unlabelled"].append(msg.id)
+    session.commit()
+    return ids
+
+
+def test_training_set_uses_origin_weights_and_never_the_holdout(sqlite_engine, heads: Path):
+    with Session(sqlite_engine) as session:
+        ids = _seed(session)
+        # a pool message queued for the holdout is left out too
+        session.add(QueueItem(message_id=ids["pool"][0], head="toy", strategy="random", for_holdout=True))
+        session.commit()
+        data = training_set(session, head="toy")
+    assert not set(data.message_ids) & set(ids["holdout"])
+    assert ids["pool"][0] not in data.message_ids
+    assert set(data.origins) == {"human", "llm"}  # synthetic weight 0
+    assert {data.weights[i] for i, o in enumerate(data.origins) if o == "llm"} == {0.5}
+    counts = data.counts()
+    assert counts["skipped"]["origin_synthetic_weight_0"] == 30
+    assert counts["skipped"]["queued_for_holdout"] == 1
+    assert counts["total"] == counts["by_origin"]["human"] + counts["by_origin"]["llm"] == 59
+
+
+def test_human_label_wins_over_llm_for_the_same_message(sqlite_engine, heads: Path):
+    with Session(sqlite_engine) as session:
+        msg, _ = crud.add_message(session, text="pizza card", source="test")
+        crud.add_label(session, message_id=msg.id, head="toy", value="money", origin="llm")
+        crud.add_label(session, message_id=msg.id, head="toy", value="food", origin="human")
+        data = training_set(session, head="toy")
+    assert data.values == ["food"] and data.origins == ["human"] and data.weights == [1.0]
+
+
+def test_train_probe_records_a_model_version_with_holdout_and_teacher_metrics(engine, heads: Path, tmp_path: Path):
+    with Session(engine) as session:
+        ids = _seed(session)
+        seen: list[tuple[int, int | None]] = []
+        mv = train_head(session, head="toy", kind="probe", progress=lambda d, t: seen.append((d, t)))
+        session.commit()
+        mv_id = mv.id
+    with Session(engine) as session:
+        mv = session.get(ModelVersion, mv_id)
+        assert mv.kind == "probe" and mv.head == "toy"
+        assert set(mv.train_counts["by_origin"]) == {"human", "llm"}
+        assert sum(mv.train_counts["by_origin"].values()) == mv.train_counts["total"] == len(ids["pool"]) - mv.train_counts["skipped"]["origin_synthetic_weight_0"]
+        assert mv.params["C"] == 10.0 and mv.params["origin_weights"]["synthetic"] == 0.0
+        art = Path(mv.artifact_path)
+        assert art.is_dir() and art.parent == tmp_path / "models" / "students" / "toy"
+        assert not any((tmp_path / "models" / "students" / ".tmp").iterdir())
+        m = mv.metrics
+        assert m["n"] == len(ids["holdout"]) and m["accuracy"] >= 0.8
+        assert set(m["per_class"]) == set(TOPICS) and "ece" in m and m["confusion_matrix"]["labels"] == TOPICS
+        assert m["holdout"]["sufficient"] is True
+        teacher = m["teacher"]
+        assert teacher["n"] == len(ids["holdout"]) and teacher["coverage"] == 1.0
+        assert teacher["accuracy"] == pytest.approx(24 / 30, abs=0.04)  # the teacher errs on 1 message in 5
+        assert seen and seen[-1][0] == seen[-1][1]
+        # the stored student is the one evaluated
+        student = load_model_version_student(mv)
+        assert student.labels == TOPICS
+
+        # evaluate_head re-evaluates and stores; score_pool covers pool messages only
+        again = evaluate_head(session, head="toy")
+        assert again["accuracy"] == m["accuracy"]
+        pool_ids, probs = score_pool(session, head="toy")
+        all_pool = set(session.exec(select(Message.id).where(Message.split == "pool")))
+        assert set(pool_ids) == all_pool and not set(pool_ids) & set(ids["holdout"])
+        assert probs.shape == (len(pool_ids), 3)
+
+
+@pytest.mark.parametrize("head", ["toyflag", "toymulti"])
+def test_train_probe_binary_and_multi(sqlite_engine, heads: Path, head: str):
+    with Session(sqlite_engine) as session:
+        _seed(session, head=head)
+        mv = train_head(session, head=head, kind="probe")
+        m = mv.metrics
+    if head == "toyflag":
+        assert m["positive"]["label"] == "yes" and m["accuracy"] >= 0.8
+    else:
+        assert {"micro_f1", "macro_f1", "subset_accuracy", "per_label"} <= set(m)
+        assert all("threshold" in v for v in m["per_label"].values())
+        assert m["micro_f1"] >= 0.7
+        assert m["teacher"]["micro_f1"] < 1.0
+
+
+def test_train_finetune_through_the_service(sqlite_engine, heads: Path, tmp_path: Path):
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        mv = train_head(session, head="toy", kind="finetune")
+    art = Path(mv.artifact_path)
+    assert mv.kind == "finetune" and (art / "encoder" / "config.json").is_file()
+    assert (tmp_path / "models" / "checkpoints" / "toy").is_dir()
+    assert mv.params["epochs"] == 1 and mv.params["n_validation"] > 0
+    assert mv.metrics["n"] > 0 and "teacher" in mv.metrics
+
+
+def test_one_class_head_is_refused_and_nothing_is_written(sqlite_engine, heads: Path, tmp_path: Path):
+    with Session(sqlite_engine) as session:
+        for text, _ in toy_texts(10):
+            msg, created = crud.add_message(session, text=text, source="test")
+            if created:
+                crud.add_label(session, message_id=msg.id, head="toy", value="food", origin="human")
+        session.commit()
+        with pytest.raises(TrainingDataError, match=r"head 'toy'.*at least 2 classes, found only 'food'"):
+            train_head(session, head="toy")
+        assert session.exec(select(ModelVersion)).first() is None
+    students = tmp_path / "models" / "students"
+    assert not students.exists() or not [p for p in students.rglob("*") if p.is_file()]
+
+
+def test_missing_encoder_and_unknown_kind(sqlite_engine, heads: Path):
+    with Session(sqlite_engine) as session:
+        _seed(session, head="broken")
+        with pytest.raises(ValueError, match="no-such-encoder'?: no such folder"):
+            train_head(session, head="broken")
+        with pytest.raises(ValueError, match="kind: expected one of"):
+            train_head(session, head="toy", kind="xgboost")
+        assert session.exec(select(ModelVersion)).first() is None
+
+
+def test_small_holdout_is_flagged_in_training_and_refused_by_evaluate(sqlite_engine, heads: Path):
+    with Session(sqlite_engine) as session:
+        _seed(session, n_holdout=6)
+        mv = train_head(session, head="toy")
+        assert mv.metrics["holdout"]["sufficient"] is False
+        assert "at least 20 are needed" in mv.metrics["holdout"]["message"]
+        with pytest.raises(ValueError, match=r"the holdout has \d human label\(s\); at least 20 are needed"):
+            evaluate_head(session, head="toy")
+        m = evaluate_head(session, head="toy", allow_small=True)
+        assert m["n"] < 20
+
+
+def test_evaluate_without_a_model_says_what_to_do(sqlite_engine, heads: Path):
+    with Session(sqlite_engine) as session:
+        with pytest.raises(ValueError, match="distilloop train --head toy"):
+            evaluate_head(session, head="toy")
+        with pytest.raises(ValueError, match="no model version 99"):
+            score_pool(session, head="toy", model_version_id=99)
+
+
+def test_a_failure_after_training_leaves_no_folder_and_no_row(sqlite_engine, heads: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import training.service as service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        monkeypatch.setattr(service, "evaluate_on_holdout", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            train_head(session, head="toy")
+        session.rollback()
+        assert session.exec(select(ModelVersion)).first() is None
+    students = tmp_path / "models" / "students"
+    assert not [p for p in students.rglob("*") if p.is_file()]

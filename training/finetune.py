@@ -1,0 +1,289 @@
+"""The fine-tuned student: the whole encoder trained with the Hugging Face ``Trainer``.
+
+It starts from a probe (logistic regression on the frozen embeddings: "linear probe, then fine-tune"),
+then trains encoder and head together with the head's YAML knobs (``HeadDef.student.finetune``):
+learning rate (and an optional larger head learning rate), batch size, epochs, warmup, weight decay,
+max length, class weights (a weighted loss), early stopping on the validation loss, length-grouped
+batches, checkpoints under ``MODELS_DIR/checkpoints/``. Sample weights (by label origin) scale each
+example's loss.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.students import (
+    ProbeStudent,
+    Progress,
+    Student,
+    check_trainable,
+    targets_matrix,
+    tune_thresholds,
+)
+
+
+@dataclass
+class FinetuneParams:
+    learning_rate: float = 3e-5
+    batch_size: int = 32
+    epochs: float = 4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 64
+    class_weights: bool = True
+    early_stopping_patience: int = 2
+    validation_fraction: float = 0.1
+    head_learning_rate: float | None = None
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> FinetuneParams:
+        data = cfg.model_dump() if hasattr(cfg, "model_dump") else dict(cfg or {})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"finetune: unknown option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+def _split_validation(y: np.ndarray, kind: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation); stratified for single/binary heads when every class has 2 examples."""
+    n = len(y)
+    idx = np.arange(n)
+    n_val = int(round(n * fraction))
+    if n < 10 or n_val < 1:
+        return idx, idx[:0]
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if kind != "multi":
+        counts = np.bincount(y)
+        if counts[counts > 0].min() >= 2 and n_val >= int((counts > 0).sum()):
+            stratify = y
+    tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(va)
+
+
+class FinetuneStudent(Student):
+    """Encoder + head fine-tuned end to end."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("method", "finetune")
+        super().__init__(**kwargs)
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        values: Sequence[Any],
+        *,
+        output_dir: Path | str,
+        checkpoint_dir: Path | str,
+        sample_weight: Sequence[float] | None = None,
+        params: FinetuneParams | None = None,
+        probe_C: float = 10.0,
+        progress: Progress = None,
+    ) -> FinetuneStudent:
+        """Fine-tune on (texts, values); the tuned encoder is written to ``output_dir/encoder``."""
+        import torch
+        from datasets import Dataset
+        from transformers import AutoModel, EarlyStoppingCallback, TrainerCallback, TrainingArguments
+
+        from training.encoder import load_tokenizer
+        from training.torch_modules import StudentModule
+
+        p = params or FinetuneParams()
+        texts = list(texts)
+        y = targets_matrix(values, self.labels, self.kind)
+        check_trainable(y, self.labels, self.kind)
+        sw = np.ones(len(texts), dtype=np.float32) if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        t0 = time.perf_counter()
+
+        # 1. linear probe on the frozen encoder: the head's starting point
+        probe = ProbeStudent(labels=self.labels, kind=self.kind, encoder_path=self.encoder_path, max_length=p.max_length, multi_label_threshold=self.multi_label_threshold)
+        probe.fit_embeddings(probe.embed(texts), y, sample_weight=sw.astype(np.float64), C=probe_C, tune=False)
+
+        # 2. data: tokenized, with lengths for length-grouped batches
+        tr, va = _split_validation(y, self.kind, p.validation_fraction, p.seed)
+        tokenizer = load_tokenizer(self.encoder_path)
+        enc = tokenizer(texts, truncation=True, max_length=p.max_length, padding=False, return_attention_mask=False)["input_ids"]
+        pad_id = tokenizer.pad_token_id or 0
+
+        def dataset(rows: np.ndarray) -> Dataset:
+            return Dataset.from_dict(
+                {
+                    "input_ids": [enc[i] for i in rows],
+                    "labels": [y[i].tolist() if self.kind == "multi" else int(y[i]) for i in rows],
+                    "weight": [float(sw[i]) for i in rows],
+                    "length": [len(enc[i]) for i in rows],
+                }
+            )
+
+        def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            width = max(len(b["input_ids"]) for b in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, b in enumerate(batch):
+                ids[i, : len(b["input_ids"])] = torch.tensor(b["input_ids"])
+                mask[i, : len(b["input_ids"])] = 1
+            labels = torch.tensor([b["labels"] for b in batch], dtype=torch.float32 if self.kind == "multi" else torch.long)
+            return {"input_ids": ids, "attention_mask": mask, "labels": labels, "weight": torch.tensor([b["weight"] for b in batch])}
+
+        # 3. loss weights
+        k = len(self.labels)
+        class_w: torch.Tensor | None = None
+        if p.class_weights:
+            if self.kind == "multi":
+                pos = y[tr].sum(axis=0)
+                class_w = torch.tensor(np.clip((len(tr) - pos) / np.maximum(pos, 1), 1.0, 20.0), dtype=torch.float32)
+            else:
+                counts = np.bincount(y[tr], minlength=k).astype(np.float64)
+                present = counts > 0
+                wts = np.zeros(k)
+                wts[present] = len(tr) / (present.sum() * counts[present])
+                class_w = torch.tensor(wts, dtype=torch.float32)
+
+        # 4. model: encoder + the probe's head
+        torch.manual_seed(p.seed)
+        model = StudentModule(AutoModel.from_pretrained(self.encoder_path, local_files_only=True), k, activation=self.activation)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(probe.weight))
+            model.head.bias.copy_(torch.from_numpy(probe.bias))
+
+        has_val = len(va) > 0
+        args = TrainingArguments(
+            output_dir=str(checkpoint_dir),
+            learning_rate=p.learning_rate,
+            per_device_train_batch_size=p.batch_size,
+            per_device_eval_batch_size=max(p.batch_size, 64),
+            num_train_epochs=p.epochs,
+            warmup_steps=p.warmup_ratio,
+            weight_decay=p.weight_decay,
+            lr_scheduler_type="linear",
+            eval_strategy="epoch" if has_val else "no",
+            save_strategy="epoch" if has_val else "no",
+            load_best_model_at_end=has_val,
+            metric_for_best_model="eval_loss" if has_val else None,
+            greater_is_better=False if has_val else None,
+            save_total_limit=2,
+            save_only_model=True,
+            train_sampling_strategy="group_by_length",
+            length_column_name="length",
+            remove_unused_columns=False,
+            label_names=["labels"],
+            prediction_loss_only=True,
+            logging_strategy="epoch",
+            report_to="none",
+            disable_tqdm=progress is not None,
+            seed=p.seed,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+
+        class Progressing(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if progress:
+                    progress(state.global_step, state.max_steps)
+
+        callbacks: list[Any] = [Progressing()]
+        if has_val and p.early_stopping_patience > 0:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
+        trainer = _weighted_trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=dataset(tr),
+            eval_dataset=dataset(va) if has_val else None,
+            data_collator=collate,
+            callbacks=callbacks,
+            kind=self.kind,
+            class_weight=class_w,
+            head_learning_rate=p.head_learning_rate,
+        )
+        result = trainer.train()
+        history = [
+            {k2: v for k2, v in row.items() if k2 in ("epoch", "loss", "eval_loss")}
+            for row in trainer.state.log_history
+            if "loss" in row or "eval_loss" in row
+        ]
+
+        # 5. save the tuned encoder (+ tokenizer) and keep the head
+        trained = trainer.model
+        trained.eval()
+        enc_dir = Path(output_dir) / "encoder"
+        enc_dir.mkdir(parents=True, exist_ok=True)
+        trained.encoder.save_pretrained(enc_dir)
+        tokenizer.save_pretrained(enc_dir)
+        self.encoder_path = str(enc_dir)
+        self.max_length = p.max_length
+        self.weight = trained.head.weight.detach().cpu().numpy().astype(np.float32)
+        self.bias = trained.head.bias.detach().cpu().numpy().astype(np.float32)
+        if self.kind == "multi" and has_val:
+            self.label_thresholds = tune_thresholds(y[va], self.predict_proba([texts[i] for i in va]), default=self.multi_label_threshold)
+        self.params.update(
+            {
+                **{f: getattr(p, f) for f in p.__dataclass_fields__},
+                "probe_C": probe_C,
+                "n_train": int(len(tr)),
+                "n_validation": int(len(va)),
+                "epochs_run": round(float(trainer.state.epoch or 0), 3),
+                "steps": int(result.global_step),
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "best_eval_loss": trainer.state.best_metric,
+                "history": history,
+                "checkpoint_dir": str(checkpoint_dir),
+                "fit_seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        return self
+
+
+def _weighted_trainer_class() -> type:
+    """A Trainer with class- and sample-weighted loss and an optional larger head learning rate."""
+    import torch
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        def __init__(self, *args: Any, kind: str, class_weight: torch.Tensor | None, head_learning_rate: float | None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.kind = kind
+            self.class_weight = class_weight
+            self.head_learning_rate = head_learning_rate
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            labels = inputs["labels"]
+            weight = inputs["weight"].to(torch.float32)
+            logits = model.logits(inputs["input_ids"], inputs["attention_mask"])
+            cw = None if self.class_weight is None else self.class_weight.to(logits.device)
+            if self.kind == "multi":
+                per = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=cw, reduction="none").mean(dim=1)
+            else:
+                per = torch.nn.functional.cross_entropy(logits, labels, weight=cw, reduction="none")
+                if cw is not None:  # normalize like the weighted mean of cross_entropy
+                    per = per / cw[labels].mean().clamp(min=1e-9)
+            loss = (per * weight).sum() / weight.sum().clamp(min=1e-9)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            if self.optimizer is None and self.head_learning_rate:
+                m = self.model
+                decay = {"weight_decay": self.args.weight_decay}
+                no_decay_names = ("bias", "LayerNorm.weight", "layer_norm")
+                body = [p for n, p in m.named_parameters() if not n.startswith("head.") and p.requires_grad]
+                body_nd = [p for n, p in m.named_parameters() if not n.startswith("head.") and p.requires_grad and any(x in n for x in no_decay_names)]
+                body_d = [p for p in body if all(p is not q for q in body_nd)]
+                self.optimizer = torch.optim.AdamW(
+                    [
+                        {"params": body_d, "lr": self.args.learning_rate, **decay},
+                        {"params": body_nd, "lr": self.args.learning_rate, "weight_decay": 0.0},
+                        {"params": list(m.head.parameters()), "lr": self.head_learning_rate, **decay},
+                    ],
+                    lr=self.args.learning_rate,
+                )
+                return self.optimizer
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+
+    return WeightedTrainer

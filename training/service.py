@@ -1,0 +1,298 @@
+"""Training service: choose the training data, train a student, evaluate it on the human holdout, record
+a ModelVersion. The CLI (``distilloop train`` / ``evaluate``) and the dashboard call these functions.
+
+Training data: the winning label of every *pool* message (``crud.effective_labels``: human > import >
+llm > synthetic), weighted by its origin (``HeadDef.student.origin_weights``; weight 0 leaves an origin
+out). Holdout messages, and messages queued for the holdout, are never trained on.
+
+Holdout (gold): the human (and imported) labels of holdout messages. The LLM teacher's labels of the
+same messages are scored too (``metrics["teacher"]``), so the student is compared with the node it
+replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlmodel import Session, col, select
+
+from db import crud
+from db.models import Message, ModelVersion, QueueItem, Split
+from training.evaluation import evaluate_student, evaluate_teacher, headline
+from training.students import (
+    METHODS,
+    Progress,
+    Student,
+    TrainingDataError,
+    check_trainable,
+    load_student,
+    new_student,
+    targets_matrix,
+)
+
+GOLD_ORIGINS = ("human", "import")
+
+
+@dataclass
+class LabelledSet:
+    message_ids: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        by_origin = Counter(self.origins)
+        by_label: Counter = Counter()
+        for v in self.values:
+            by_label.update([v] if isinstance(v, str) else v)
+        return {"total": len(self.values), "by_origin": dict(by_origin), "by_label": dict(by_label), "skipped": dict(self.skipped)}
+
+
+def _texts(session: Session, ids: list[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for part in crud.chunked(ids):
+        for mid, text in session.exec(select(Message.id, Message.text).where(col(Message.id).in_(list(part)))):
+            out[int(mid)] = text
+    return out
+
+
+def _head(head: str) -> Any:
+    from labeling.heads import get_head
+
+    return get_head(head)
+
+
+def training_set(session: Session, *, head: str) -> LabelledSet:
+    """The labelled pool messages a student of ``head`` trains on, with their origin weights."""
+    hd = _head(head)
+    weights = hd.student.origin_weights
+    holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
+    labels = crud.effective_labels(session, head=head, split=Split.POOL)
+    out = LabelledSet()
+    skipped: Counter = Counter()
+    chosen: list[tuple[int, Any, str, float]] = []
+    for mid, lab in sorted(labels.items()):
+        if mid in holdout_bound:
+            skipped["queued_for_holdout"] += 1
+            continue
+        w = float(weights.get(lab.origin, 0.0))
+        if w <= 0:
+            skipped[f"origin_{lab.origin}_weight_0"] += 1
+            continue
+        try:
+            value = hd.validate_value(lab.value)
+        except ValueError:
+            skipped["invalid_value"] += 1
+            continue
+        chosen.append((mid, value, lab.origin, w))
+    texts = _texts(session, [c[0] for c in chosen])
+    for mid, value, origin, w in chosen:
+        out.message_ids.append(mid)
+        out.texts.append(texts[mid])
+        out.values.append(value)
+        out.origins.append(origin)
+        out.weights.append(w)
+    out.skipped = dict(skipped)
+    return out
+
+
+@dataclass
+class Holdout:
+    message_ids: list[int]
+    texts: list[str]
+    values: list[Any]
+    teacher_values: dict[int, Any]
+    teacher_confidence: dict[int, float | None]
+
+
+def holdout_set(session: Session, *, head: str) -> Holdout:
+    """Gold labels (human/import) of holdout messages, and the LLM teacher's labels of the same messages."""
+    hd = _head(head)
+    gold = crud.effective_labels(session, head=head, split=Split.HOLDOUT, origins=GOLD_ORIGINS)
+    ids, values = [], []
+    for mid, lab in sorted(gold.items()):
+        try:
+            values.append(hd.validate_value(lab.value))
+            ids.append(mid)
+        except ValueError:
+            continue
+    texts = _texts(session, ids)
+    teacher: dict[int, Any] = {}
+    conf: dict[int, float | None] = {}
+    for lab in crud.current_labels(session, head=head, origins=["llm"], message_ids=ids):  # ordered by id: newest wins
+        try:
+            teacher[lab.message_id] = hd.validate_value(lab.value)
+            conf[lab.message_id] = lab.confidence
+        except ValueError:
+            continue
+    return Holdout(ids, [texts[i] for i in ids], values, teacher, conf)
+
+
+def holdout_check(n: int, min_holdout: int, head: str) -> str | None:
+    """None when the holdout is large enough, else a message saying how many labels are missing."""
+    if n >= min_holdout:
+        return None
+    return (
+        f"head {head!r}: the holdout has {n} human label(s); at least {min_holdout} are needed (min_holdout in the "
+        f"head file) to trust these metrics and to pass the export gate: label {min_holdout - n} more holdout message(s)"
+    )
+
+
+def evaluate_on_holdout(student: Student, ho: Holdout, *, head_def: Any, progress: Progress = None) -> dict[str, Any]:
+    """Student metrics on the holdout, plus the teacher's metrics on the messages it labelled."""
+    positive = head_def.positive_label
+    msg = holdout_check(len(ho.values), head_def.min_holdout, head_def.name)
+    info = {"min_holdout": head_def.min_holdout, "sufficient": msg is None, "message": msg}
+    if not ho.values:
+        return {"n": 0, "holdout": info, "teacher": None, "evaluated_at": datetime.now(UTC).isoformat()}
+    metrics = evaluate_student(student, ho.texts, ho.values, positive_label=positive, progress=progress)
+    teacher = None
+    covered = [i for i, mid in enumerate(ho.message_ids) if mid in ho.teacher_values]
+    if covered:
+        t_true = [ho.values[i] for i in covered]
+        t_pred = [ho.teacher_values[ho.message_ids[i]] for i in covered]
+        t_conf = [ho.teacher_confidence[ho.message_ids[i]] for i in covered]
+        teacher = evaluate_teacher(t_true, t_pred, student.labels, kind=student.kind, confidence=t_conf, positive_label=positive)
+        teacher["coverage"] = round(len(covered) / len(ho.values), 6)
+        same = evaluate_student(student, [ho.texts[i] for i in covered], t_true, positive_label=positive)
+        teacher["student_on_same"] = headline(same)
+    metrics["teacher"] = teacher
+    metrics["holdout"] = info
+    metrics["evaluated_at"] = datetime.now(UTC).isoformat()
+    return metrics
+
+
+def _models_dir() -> Path:
+    from db.settings import get_settings
+
+    return Path(get_settings().models_dir)
+
+
+def train_head(session: Session, *, head: str, kind: str = "probe", progress: Progress = None) -> ModelVersion:
+    """Train a student of ``head`` (kind "probe" or "finetune"), evaluate it on the holdout and record a
+    ModelVersion (flushed, not committed). The student folder is written to a temp folder and moved into
+    ``MODELS_DIR/students/<head>/`` only when complete."""
+    if kind not in METHODS:
+        raise ValueError(f"kind: expected one of {list(METHODS)}, found {kind!r}")
+    hd = _head(head)
+    data = training_set(session, head=head)
+    labels = hd.label_names
+    try:
+        check_trainable(targets_matrix(data.values, labels, hd.kind.value), labels, hd.kind.value)
+    except TrainingDataError as e:
+        raise TrainingDataError(f"head {head!r}: {e}") from None
+    cfg = hd.student
+    max_length = cfg.finetune.max_length if kind == "finetune" else cfg.max_length
+    student = new_student(kind, labels=labels, kind=hd.kind.value, encoder=cfg.encoder, max_length=max_length, multi_label_threshold=hd.multi_label_threshold)
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_id = f"{kind}-{stamp}-{uuid.uuid4().hex[:6]}"
+    root = _models_dir()
+    final = root / "students" / head / run_id
+    tmp = root / "students" / ".tmp" / run_id
+    tmp.mkdir(parents=True, exist_ok=True)
+    moved = False
+    try:
+        if kind == "probe":
+            student.fit(data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, progress=progress)
+        else:
+            from training.finetune import FinetuneParams
+
+            student.fit(
+                data.texts,
+                data.values,
+                output_dir=tmp,
+                checkpoint_dir=root / "checkpoints" / head / run_id,
+                sample_weight=data.weights,
+                params=FinetuneParams.from_config(cfg.finetune),
+                probe_C=cfg.probe.C,
+                progress=progress,
+            )
+        student.params["origin_weights"] = dict(cfg.origin_weights)
+        student.params["run_id"] = run_id
+        student.save(tmp)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        moved = True
+        student = load_student(final)
+        metrics = evaluate_on_holdout(student, holdout_set(session, head=head), head_def=hd)
+        mv = crud.add_model_version(
+            session,
+            head=head,
+            kind=kind,
+            encoder=cfg.encoder,
+            params={**student.params, "labels": labels, "head_kind": hd.kind.value, "max_length": student.max_length,
+                    "multi_label_threshold": student.multi_label_threshold, "label_thresholds": student.label_thresholds},
+            train_counts=data.counts(),
+            metrics=metrics,
+            artifact_path=str(final),
+        )
+    except BaseException:
+        shutil.rmtree(final if moved else tmp, ignore_errors=True)
+        shutil.rmtree(root / "checkpoints" / head / run_id, ignore_errors=True)
+        raise
+    return mv
+
+
+def get_model_version(session: Session, *, head: str, model_version_id: int | None = None) -> ModelVersion:
+    if model_version_id is not None:
+        mv = session.get(ModelVersion, model_version_id)
+        if mv is None or mv.head != head:
+            raise ValueError(f"no model version {model_version_id} for head {head!r}; see `distilloop models --head {head}` or train one")
+        return mv
+    mv = crud.latest_model_version(session, head=head)
+    if mv is None:
+        raise ValueError(f"head {head!r} has no trained model yet: run `distilloop train --head {head}` first")
+    return mv
+
+
+def load_model_version_student(mv: ModelVersion) -> Student:
+    """The student saved for a ModelVersion."""
+    if not mv.artifact_path:
+        raise ValueError(f"model version {mv.id} ({mv.head}) has no artifact path; retrain the head")
+    if not Path(mv.artifact_path).is_dir():
+        raise ValueError(f"model version {mv.id} ({mv.head}): its folder {mv.artifact_path} is missing; retrain the head or restore MODELS_DIR")
+    return load_student(mv.artifact_path)
+
+
+def evaluate_head(session: Session, *, head: str, model_version_id: int | None = None, allow_small: bool = False, progress: Progress = None) -> dict[str, Any]:
+    """Evaluate a model version (default: the latest) on the current holdout; the metrics are stored on
+    the ModelVersion and returned. Raises ValueError when the holdout has fewer than ``min_holdout``
+    labels, unless ``allow_small``."""
+    hd = _head(head)
+    mv = get_model_version(session, head=head, model_version_id=model_version_id)
+    ho = holdout_set(session, head=head)
+    msg = holdout_check(len(ho.values), hd.min_holdout, head)
+    if msg and (not allow_small or not ho.values):
+        raise ValueError(msg)
+    student = load_model_version_student(mv)
+    metrics = evaluate_on_holdout(student, ho, head_def=hd, progress=progress)
+    mv.metrics = metrics
+    session.add(mv)
+    session.flush()
+    return metrics
+
+
+def score_pool(
+    session: Session, *, head: str, model_version_id: int | None = None, progress: Progress = None, backend: str = "onnx-int8"
+) -> tuple[list[int], np.ndarray]:
+    """Probabilities of every pool message under a model version (default: the latest).
+
+    Bulk scoring embeds with the INT8 ONNX encoder by default (what the exported INT8 model computes;
+    several times faster than fp32); ``backend="onnx"`` gives the exact fp32 numbers."""
+    mv = get_model_version(session, head=head, model_version_id=model_version_id)
+    student = load_model_version_student(mv)
+    rows = list(session.exec(select(Message.id, Message.text).where(Message.split == Split.POOL).order_by(Message.id)))
+    ids = [int(r[0]) for r in rows]
+    probs = student.predict_proba([r[1] for r in rows], progress=progress, backend=backend)
+    return ids, probs
