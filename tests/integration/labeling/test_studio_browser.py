@@ -12,7 +12,7 @@ from db import crud
 from db.models import QueueItem
 from labeling.label_studio import StudioClient
 from labeling.sync_studio import pull_annotations, push_queue
-from tests.integration.labeling.conftest import ADMIN, ADMIN_PASSWORD
+from tests.support.label_studio import ADMIN, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.integration
 

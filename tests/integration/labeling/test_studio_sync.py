@@ -27,7 +27,7 @@ from labeling.sync_studio import (
     pull_annotations,
     push_queue,
 )
-from tests.integration.labeling.conftest import ADMIN, write_head
+from tests.support.label_studio import ADMIN, write_head
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,222 @@
+"""Every dashboard page rendered with AppTest on an empty and on a seeded database, and the main buttons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from app import jobs
+from db.models import Job, Message, QueueItem
+from tests.unit.app.conftest import PAGES, Seeded, make_app
+
+pytestmark = pytest.mark.unit
+
+
+def _problems(at) -> list[str]:  # noqa: ANN001
+    return [f"exception: {e.message}" for e in at.exception] + [f"error: {e.value}" for e in at.error]
+
+
+def _texts(at) -> str:  # noqa: ANN001
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [m.value for m in at.info]
+    parts += [m.value for m in at.success] + [m.value for m in at.warning] + [m.value for m in at.error]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_an_empty_database(app_engine: Engine, page: str) -> None:
+    at = make_app().run()
+    at.switch_page(page).run()
+    assert not _problems(at)
+    assert at.title[0].value  # the page drew its title
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_a_seeded_database(seeded: Seeded, page: str) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page(page).run()
+    assert not _problems(at)
+
+
+def test_overview_shows_the_real_counts_and_the_next_step(seeded: Seeded, app_engine: Engine) -> None:
+    at = make_app(seeded.head).run()
+    assert not _problems(at)
+    metrics = {m.label: m.value for m in at.metric}
+    with Session(app_engine) as s:
+        total = s.exec(select(func.count()).select_from(Message)).one()
+    assert metrics["Messages"] == f"{total:,}"
+    assert metrics["In the holdout"] == str(len(seeded.holdout_ids))
+    assert metrics["Holdout (human)"] == str(len(seeded.holdout_ids))
+    assert metrics["Current model"] == f"v{seeded.model_version_id} (probe)"
+    assert metrics["accuracy"] == f"{seeded.metrics['accuracy']:.3f}"  # intent's first threshold
+    missing = 40 - len(seeded.holdout_ids)  # intent.yaml: min_holdout 40
+    text = _texts(at)
+    assert f"Label {missing} more holdout messages" in text
+    assert "labelling more is no longer changing the model" in text  # the seeded round says stop
+    table = at.dataframe[0].value
+    assert list(table["head"]) == ["context", "emotion", "intent", "worthiness"]
+    row = table[table["head"] == "intent"].iloc[0]
+    assert row["holdout"] == f"{len(seeded.holdout_ids)} / 40"
+    assert row["model"] == f"v{seeded.model_version_id} probe"
+
+
+def test_overview_on_an_empty_database_says_how_to_start(app_engine: Engine) -> None:
+    at = make_app().run()
+    assert "distilloop init --demo" in _texts(at)
+    assert {m.label: m.value for m in at.metric}["Messages"] == "0"
+
+
+def test_import_button_imports_a_file_in_a_background_job(app_engine: Engine, tmp_path: Path) -> None:
+    csv = tmp_path / "incoming.csv"
+    csv.write_text("message,category\nhow do I reset my password?,rag_query\nhello there,chitchat\n", encoding="utf-8")
+    at = make_app().run()
+    at.switch_page("views/data.py").run()
+    at.text_input[0].input(str(csv))
+    [sb for sb in at.selectbox if sb.label == "Labels belong to head"][0].select("intent")
+    [b for b in at.button if b.label == "Import"][0].click()
+    at.run()
+    assert not _problems(at)
+    with Session(app_engine) as s:
+        job = s.exec(select(Job).where(Job.key == "import")).one()
+    done = jobs.wait(app_engine, job.id, timeout=60)
+    assert done.status == jobs.DONE, done.error
+    at.run()
+    assert any("Import: finished" in m.value for m in at.success)
+    with Session(app_engine) as s:
+        assert s.exec(select(func.count()).select_from(Message)).one() == 2
+    shown = at.dataframe[-1].value
+    assert int(shown["messages created"].iloc[0]) == 2
+
+
+def test_a_refused_import_shows_the_reason_not_a_traceback(app_engine: Engine, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("message,category\nhi,not_a_label\n", encoding="utf-8")
+    at = make_app().run()
+    at.switch_page("views/data.py").run()
+    at.text_input[0].input(str(bad))
+    [sb for sb in at.selectbox if sb.label == "Labels belong to head"][0].select("intent")
+    [b for b in at.button if b.label == "Import"][0].click()
+    at.run()
+    with Session(app_engine) as s:
+        job = s.exec(select(Job).where(Job.key == "import")).one()
+    assert jobs.wait(app_engine, job.id, timeout=60).status == jobs.FAILED
+    at.run()
+    errors = [e.value for e in at.error]
+    assert errors and "not_a_label" in errors[0] and "Traceback" not in errors[0]
+    assert not at.exception
+
+
+def test_a_missing_file_path_is_reported(app_engine: Engine, tmp_path: Path) -> None:
+    at = make_app().run()
+    at.switch_page("views/data.py").run()
+    at.text_input[0].input(str(tmp_path / "nope.csv"))
+    [b for b in at.button if b.label == "Import"][0].click()
+    at.run()
+    assert any("No file at" in e.value for e in at.error)
+
+
+def test_generation_and_prelabelling_say_an_api_key_is_needed(app_engine: Engine) -> None:
+    at = make_app("intent").run()
+    at.switch_page("views/data.py").run()
+    warnings = [w.value for w in at.warning]
+    assert sum("OPENAI_API_KEY" in w for w in warnings) == 2
+    assert not [b for b in at.button if b.label in ("Generate", "Prelabel")]
+
+
+def test_queue_preview_lists_the_open_items_with_their_reason(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/queue.py").run()
+    assert not _problems(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Waiting to push"] == str(seeded.queued)
+    preview = at.dataframe[0].value
+    assert len(preview) == seeded.queued
+    assert preview["why"].str.contains("student unsure").all()
+
+
+def test_queue_mix_must_add_up_to_100(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/queue.py").run()
+    quota = [n for n in at.number_input if n.label.endswith(" %")][0]
+    quota.set_value(quota.value + 5).run()
+    assert any("must add up to 100" in w.value for w in at.warning)
+    assert [b for b in at.button if b.label == "Build the batch"][0].disabled
+
+
+def test_models_page_draws_the_charts_of_the_current_model(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    assert not _problems(at)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) >= 4  # learning curve, confusion matrix, per-class F1, student vs teacher
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["accuracy"] == f"{seeded.metrics['accuracy']:.3f}"
+    per_class = [d.value for d in at.dataframe if "f1" in d.value.columns][0]
+    assert per_class.set_index("label")["f1"].to_dict() == pytest.approx(
+        {k: v["f1"] for k, v in seeded.metrics["per_class"].items()})
+
+
+def test_disagreement_explorer_filters_by_pair_and_sends_to_the_queue(seeded: Seeded, app_engine: Engine) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    table = [d.value for d in at.dataframe if "teacher" in d.value.columns and "queued" in d.value.columns][0]
+    assert len(table) == seeded.disagreements
+    pair = [sb for sb in at.selectbox if sb.label.startswith("Class pair")][0]
+    first_pair = pair.options[1]
+    pair.select(first_pair).run()
+    table = [d.value for d in at.dataframe if "queued" in d.value.columns][0]
+    assert table[["teacher", "student"]].drop_duplicates().shape[0] == 1
+    n_fresh = int((~table["queued"]).sum())
+    with Session(app_engine) as s:
+        before = s.exec(select(func.count()).select_from(QueueItem)).one()
+    [b for b in at.button if b.label.startswith("Send to the queue")][0].click().run()
+    assert not _problems(at)
+    with Session(app_engine) as s:
+        after = s.exec(select(func.count()).select_from(QueueItem)).one()
+        new = s.exec(select(QueueItem).where(QueueItem.strategy == "manual_disagreement")).all()
+    assert after - before == n_fresh == len(new) > 0
+    assert all(q.status == "pending" and q.student_label != q.teacher_label for q in new)
+
+
+def test_export_button_is_disabled_until_the_gate_passes_unless_forced(seeded: Seeded) -> None:
+    pytest.importorskip("export.service")
+    at = make_app(seeded.head).run()
+    at.switch_page("views/export.py").run()
+    assert not _problems(at)
+    export = [b for b in at.button if b.label == "Export"][0]
+    assert export.disabled  # 16 holdout messages < 40
+    gate_table = at.dataframe[0].value
+    assert "holdout_size" in set(gate_table["threshold"])
+    at.checkbox(key=f"force:{seeded.head}").check().run()
+    assert any("Forced export" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.label == "Export"][0].disabled
+
+
+def test_export_page_offers_the_folder_as_a_zip_and_renders_the_card(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/export.py").run()
+    assert not _problems(at)
+    assert at.get("download_button")
+    assert any("Model card: intent" in m.value for m in at.markdown)
+    files = [d.value for d in at.dataframe if "file" in d.value.columns][0]
+    assert set(files["file"]) == {"model.onnx", "labels.json", "model_card.md"}
+
+
+def test_an_uploaded_file_is_saved_and_imported(app_engine: Engine, tmp_path: Path) -> None:
+    at = make_app().run()
+    at.switch_page("views/data.py").run()
+    at.file_uploader[0].upload("from browser.csv", b"message,category\nthanks a lot!,chitchat\n", "text/csv")
+    [sb for sb in at.selectbox if sb.label == "Labels belong to head"][0].select("intent")
+    [b for b in at.button if b.label == "Import"][0].click()
+    at.run()
+    with Session(app_engine) as s:
+        job = s.exec(select(Job).where(Job.key == "import")).one()
+    done = jobs.wait(app_engine, job.id, timeout=60)
+    assert done.status == jobs.DONE, done.error
+    saved = Path(done.result["path"])
+    assert saved.parent == tmp_path / "var" / "data" / "uploads" and saved.name.endswith("-from_browser.csv")
+    with Session(app_engine) as s:
+        assert [m.text for m in s.exec(select(Message))] == ["thanks a lot!"]
