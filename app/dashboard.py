@@ -20,6 +20,7 @@ def main() -> None:
         st.Page(PAGES_DIR / "queue.py", title="Labelling queue", icon=":material/checklist:"),
         st.Page(PAGES_DIR / "models.py", title="Models", icon=":material/model_training:"),
         st.Page(PAGES_DIR / "export.py", title="Export", icon=":material/rocket_launch:"),
+        st.Page(PAGES_DIR / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
     ]
     page = st.navigation(pages)
     from app import ui

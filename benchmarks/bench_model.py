@@ -1,0 +1,370 @@
+"""Student accuracy, export parity and production latency on BANKING77 (a script, not a test: `make bench-model`).
+
+In one run, on this machine:
+  1. probe (frozen all-MiniLM-L6-v2 + logistic regression) on the full train set: test accuracy with the
+     measured baseline C=10, and with C chosen on a 10% validation split of the train set;
+  2. finetune (the whole encoder, training.finetune with the HF Trainer) unless --skip-finetune; epochs and
+     a train subset are flags (default: the head defaults, the full set: ~4 min/epoch on 2 idle cores);
+  3. the best student (by test accuracy) goes through the real gated export (a throw-away database and
+     MODELS_DIR: 77-label head, test set as the human holdout): ONNX fp32 + INT8, parity, model card;
+  4. INT8 vs fp32 test accuracy of the exported graphs;
+  5. batch-1 latency of the WHOLE predict(text) call (tokenizing included), 1 thread: PyTorch fp32, ONNX
+     fp32, ONNX INT8 of the same model, measured interleaved text by text so that load on a shared machine
+     hits all three alike;
+  6. throughput of batched pool scoring (length-grouped batches) on 2 threads, INT8 and fp32.
+
+Writes bench-results/bench_model.json and bench-results/bench_model.md.
+
+    .venv/bin/python benchmarks/bench_model.py [--skip-finetune] [--finetune-epochs 1] [--finetune-subset 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATASET = REPO.parent / "shared" / "datasets" / "banking77"
+
+from benchmarks.machine import RESULTS_DIR, machine_info, print_machine  # noqa: E402
+
+
+def load(path: Path) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    # label names of a head are [A-Za-z0-9_-]: one BANKING77 category ends with "?"
+    return [r["text"] for r in rows], [re.sub(r"[^A-Za-z0-9_\-]", "", r["category"]) for r in rows]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+# --- students -------------------------------------------------------------------------------------------
+
+
+def train_probe(train_x, train_y, test_x, test_y, labels, encoder_path, *, c_grid, backend):
+    from training.encoder import embed
+    from training.students import ProbeStudent
+
+    t0 = time.perf_counter()
+    emb_train = embed(train_x, encoder=Path(encoder_path), max_length=128, backend=backend)
+    emb_test = embed(test_x, encoder=Path(encoder_path), max_length=128, backend=backend)
+    embed_s = time.perf_counter() - t0
+    index = {lab: i for i, lab in enumerate(labels)}
+    y_train = np.array([index[v] for v in train_y])
+    y_test = np.array([index[v] for v in test_y])
+
+    def fit(emb, y, C):
+        st = ProbeStudent(labels=labels, kind="single", encoder_path=str(encoder_path), max_length=128)
+        t = time.perf_counter()
+        st.fit_embeddings(emb, y, C=C, tune=False)
+        return st, time.perf_counter() - t
+
+    results: dict[str, Any] = {"embed_seconds": round(embed_s, 1), "embed_backend": backend}
+    base, fit_s = fit(emb_train, y_train, 10.0)
+    results["C10"] = {"accuracy": float((base.proba_from_embeddings(emb_test).argmax(1) == y_test).mean()), "fit_seconds": round(fit_s, 2)}
+    log(f"probe C=10: test accuracy {results['C10']['accuracy']:.4f} (fit {fit_s:.1f}s)")
+
+    # C chosen on a validation split of the TRAIN set (the test set is not looked at)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(y_train))
+    n_val = len(perm) // 10
+    val, tr = perm[:n_val], perm[n_val:]
+    val_acc = {}
+    for C in c_grid:
+        st, _ = fit(emb_train[tr], y_train[tr], C)
+        val_acc[C] = float((st.proba_from_embeddings(emb_train[val]).argmax(1) == y_train[val]).mean())
+        log(f"probe C={C:g}: validation accuracy {val_acc[C]:.4f}")
+    best_c = max(val_acc, key=lambda c: (val_acc[c], -c))
+    tuned, fit_s = fit(emb_train, y_train, best_c)
+    results["tuned"] = {
+        "C": best_c,
+        "validation_accuracy": val_acc,
+        "accuracy": float((tuned.proba_from_embeddings(emb_test).argmax(1) == y_test).mean()),
+        "fit_seconds": round(fit_s, 2),
+    }
+    log(f"probe C={best_c:g} (chosen on validation): test accuracy {results['tuned']['accuracy']:.4f}")
+    return tuned, results
+
+
+def train_finetune(train_x, train_y, test_x, test_y, labels, encoder_path, *, epochs, subset, workdir):
+    from training.finetune import FinetuneParams, FinetuneStudent
+
+    if subset:
+        rng = np.random.default_rng(0)
+        keep = rng.permutation(len(train_x))[:subset]
+        train_x = [train_x[i] for i in keep]
+        train_y = [train_y[i] for i in keep]
+    params = FinetuneParams(epochs=epochs) if epochs else FinetuneParams()
+    student = FinetuneStudent(labels=labels, kind="single", encoder_path=str(encoder_path), max_length=params.max_length)
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 30:
+            last[0] = time.perf_counter()
+            log(f"finetune: {done}/{total}")
+
+    student.fit(train_x, train_y, output_dir=workdir / "finetune", checkpoint_dir=workdir / "checkpoints", params=params, progress=progress)
+    train_s = time.perf_counter() - t0
+    probs = student.predict_proba(test_x)
+    acc = float((np.array(labels)[probs.argmax(1)] == np.array(test_y)).mean())
+    log(f"finetune ({params.epochs} epochs, {len(train_x)} examples): test accuracy {acc:.4f} in {train_s:.0f}s")
+    return student, {"accuracy": acc, "epochs": params.epochs, "n_train": len(train_x), "train_seconds": round(train_s)}
+
+
+# --- export through the real service ----------------------------------------------------------------------
+
+
+def export_student(student, labels, test_x, test_y, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """The real gated export: a throw-away SQLite database and MODELS_DIR, a 77-label head, the test set
+    as the human holdout. The embedding cache (DATA_DIR) stays where it is."""
+    from db.settings import get_settings, reset_settings
+
+    data_dir = Path(get_settings().data_dir).resolve()
+    heads = workdir / "heads"
+    heads.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "name: banking77",
+        "kind: single",
+        "description: BANKING77 intents (benchmark head).",
+        "labels:",
+        *[f"  - {{name: {lab}, description: {lab}}}" for lab in labels],
+        "thresholds: {accuracy: 0.85}",
+        "min_holdout: 100",
+    ]
+    (heads / "banking77.yaml").write_text("\n".join(lines) + "\n")
+    os.environ.update(
+        VAR_DIR=str(workdir / "var"), MODELS_DIR=str(workdir / "models"), HEADS_DIR=str(heads), DATA_DIR=str(data_dir)
+    )
+    os.environ.pop("DATABASE_URL", None)
+    reset_settings()
+
+    from db import crud
+    from db.engine import get_engine, session_scope
+    from db.migrate import upgrade
+    from export.service import export_head, final_dir
+    from training.evaluation import evaluate_probs
+
+    upgrade(get_engine())
+    probs = student.predict_proba(test_x)
+    metrics = evaluate_probs(test_y, probs, labels)
+    student_dir = workdir / "models" / "students" / "banking77"
+    student.save(student_dir)
+    with session_scope() as s:
+        for text, label in zip(test_x, test_y, strict=True):
+            msg, _ = crud.add_message(s, text=text, split="holdout", source="banking77")
+            crud.add_label(s, message_id=msg.id, head="banking77", value=label, origin="human", annotator="banking77")
+        crud.add_model_version(
+            s, head="banking77", kind=student.method, encoder=student.encoder, metrics=metrics,
+            artifact_path=str(student_dir), train_counts={"import": int(student.params.get("n_train", 0))},
+        )
+    t0 = time.perf_counter()
+    with session_scope() as s:
+        row = export_head(s, head="banking77")
+        info = {"passed": row.passed, "parity": row.parity, "seconds": round(time.perf_counter() - t0, 1)}
+    return final_dir("banking77"), info
+
+
+# --- latency and throughput ------------------------------------------------------------------------------
+
+
+def latency(folder: Path, student, texts: list[str], calls: int) -> dict[str, Any]:
+    """Whole predict(text) call, batch 1, 1 thread; the three runtimes interleaved text by text."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from training.inference import ClassifierModel
+
+    torch.set_num_threads(1)
+    module = student.to_torch_module().eval()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.enable_truncation(max_length=json.loads((folder / "export.json").read_text())["max_length"])
+    tok.no_padding()
+    labels = list(student.labels)
+
+    def torch_predict(text: str) -> dict[str, Any]:
+        ids = torch.tensor([tok.encode(text).ids], dtype=torch.long)
+        with torch.inference_mode():
+            p = module(ids, torch.ones_like(ids))[0]
+        j = int(p.argmax())
+        return {"category": labels[j], "confidence": float(p[j])}
+
+    runtimes = {
+        "pytorch_fp32": torch_predict,
+        "onnx_fp32": ClassifierModel(folder, threads=1, quantized=False).predict,
+        "onnx_int8": ClassifierModel(folder, threads=1, quantized=True).predict,
+    }
+    times: dict[str, list[float]] = {k: [] for k in runtimes}
+    for text in texts[:20]:  # warm-up
+        for fn in runtimes.values():
+            fn(text)
+    for i in range(calls):
+        text = texts[i % len(texts)]
+        for name, fn in runtimes.items():
+            t0 = time.perf_counter()
+            fn(text)
+            times[name].append((time.perf_counter() - t0) * 1000)
+    out = {k: {"p50_ms": round(statistics.median(v), 3), "p95_ms": round(percentile(v, 0.95), 3)} for k, v in times.items()}
+    base = out["pytorch_fp32"]["p50_ms"]
+    for k in out:
+        out[k]["speedup_vs_pytorch"] = round(base / out[k]["p50_ms"], 2)
+    return out
+
+
+def int8_anyway(folder: Path, work: Path) -> Path:
+    """The export rejected INT8 (parity): measure it anyway, from a copy of the folder, so that the INT8 vs
+    fp32 figures are still reported."""
+    import shutil
+
+    from export.convert import quantize_int8
+
+    log("INT8 was rejected by the parity check: measuring it anyway from a copy of the export")
+    copy = work / "int8-anyway"
+    shutil.copytree(folder, copy)
+    quantize_int8(copy / "model.onnx", copy / "model.int8.onnx")
+    manifest = json.loads((copy / "export.json").read_text())
+    manifest["files"]["model_int8"] = "model.int8.onnx"
+    (copy / "export.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def accuracy_and_throughput(folder: Path, test_x: list[str], test_y: list[str], *, threads: int, repeat: int) -> dict[str, Any]:
+    from training.inference import ClassifierModel
+
+    out: dict[str, Any] = {}
+    for name, quantized in (("onnx_fp32", False), ("onnx_int8", True)):
+        model = ClassifierModel(folder, threads=threads, quantized=quantized)
+        model.predict_proba(test_x[:64])
+        texts = test_x * repeat
+        t0 = time.perf_counter()
+        probs = model.predict_proba(texts, batch_size=64)
+        secs = time.perf_counter() - t0
+        acc = float((np.array(model.labels)[probs[: len(test_x)].argmax(1)] == np.array(test_y)).mean())
+        out[name] = {"accuracy": round(acc, 4), "msgs_per_s": round(len(texts) / secs, 1), "n": len(texts)}
+        log(f"{name}: test accuracy {acc:.4f}; pool scoring {len(texts) / secs:.0f} msg/s on {threads} threads")
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# bench_model: BANKING77 students, export, runtime",
+        "",
+        f"{m['when']} · {m['cpu']} · {m['cores']} cores · load average at start {m['load_avg_1m']:.2f} "
+        f"(shared machine: other work was running) · " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| probe test accuracy, C=10 (baseline, full train set) | {r['probe']['C10']['accuracy']:.4f} | |",
+        f"| probe test accuracy, C={r['probe']['tuned']['C']:g} chosen on a train split | {r['probe']['tuned']['accuracy']:.4f} | >= 0.935 |",
+    ]
+    ft = r.get("finetune")
+    if ft:
+        lines.append(f"| finetune test accuracy ({ft['epochs']:g} epochs, {ft['n_train']} examples, {ft['train_seconds']} s) | {ft['accuracy']:.4f} | >= 0.935 |")
+    else:
+        lines.append("| finetune test accuracy | skipped (--skip-finetune) | |")
+    a = r["scoring"]
+    lat = r["latency"]
+    lines += [
+        f"| exported model | {r['exported']} | |",
+        f"| ONNX fp32 / INT8 test accuracy | {a['onnx_fp32']['accuracy']:.4f} / {a['onnx_int8']['accuracy']:.4f} "
+        f"(loss {100 * (a['onnx_fp32']['accuracy'] - a['onnx_int8']['accuracy']):.2f} pt) | loss <= 0.5 pt |",
+        f"| predict() p50 / p95, 1 thread, PyTorch fp32 | {lat['pytorch_fp32']['p50_ms']:.2f} / {lat['pytorch_fp32']['p95_ms']:.2f} ms | baseline |",
+        f"| predict() p50 / p95, 1 thread, ONNX fp32 | {lat['onnx_fp32']['p50_ms']:.2f} / {lat['onnx_fp32']['p95_ms']:.2f} ms ({lat['onnx_fp32']['speedup_vs_pytorch']}x) | |",
+        f"| predict() p50 / p95, 1 thread, ONNX INT8 | {lat['onnx_int8']['p50_ms']:.2f} / {lat['onnx_int8']['p95_ms']:.2f} ms ({lat['onnx_int8']['speedup_vs_pytorch']}x) | <= 2.5 ms, >= 8x |",
+        f"| pool scoring, 2 threads, INT8 / fp32 | {a['onnx_int8']['msgs_per_s']:.0f} / {a['onnx_fp32']['msgs_per_s']:.0f} msg/s | >= 800 msg/s |",
+        "",
+        f"Export: passed={r['export']['passed']}, {r['export']['parity']['int8_note']}; fp32 vs PyTorch max prob diff "
+        f"{r['export']['parity']['fp32']['max_prob_diff']:.1e}, INT8 argmax agreement "
+        f"{(r['export']['parity'].get('int8') or {}).get('argmax_agreement', float('nan')):.4f} on {r['export']['parity']['n']} texts.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATASET, help="folder with train.csv and test.csv (text,category)")
+    ap.add_argument("--skip-finetune", action="store_true", help="probe only (the finetune takes ~4 min/epoch on 2 idle cores)")
+    ap.add_argument("--finetune-epochs", type=float, default=None, help="epochs (default: the head default, 4)")
+    ap.add_argument("--finetune-subset", type=int, default=None, help="train the finetune on this many random examples")
+    ap.add_argument("--c-grid", default="3,10,30,100", help="probe C values tried on the validation split")
+    ap.add_argument("--embed-backend", default="onnx", choices=["torch", "onnx"], help="encoder backend for the probe's embeddings (cached)")
+    ap.add_argument("--latency-calls", type=int, default=500, help="predict() calls per runtime")
+    ap.add_argument("--throughput-repeat", type=int, default=1, help="score the test set this many times")
+    ap.add_argument("--threads", type=int, default=2, help="threads for pool scoring")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = ap.parse_args()
+
+    info = machine_info()
+    print_machine(info)
+    train_x, train_y = load(args.data / "train.csv")
+    test_x, test_y = load(args.data / "test.csv")
+    labels = sorted(set(train_y))
+    log(f"BANKING77: {len(train_x)} train, {len(test_x)} test, {len(labels)} labels")
+
+    from training.encoder import resolve_encoder
+
+    encoder_path = resolve_encoder("default")
+    result: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        work = Path(tmp)
+        probe, result["probe"] = train_probe(
+            train_x, train_y, test_x, test_y, labels, encoder_path,
+            c_grid=[float(c) for c in args.c_grid.split(",")], backend=args.embed_backend,
+        )
+        best, best_acc, best_name = probe, result["probe"]["tuned"]["accuracy"], "probe"
+        if not args.skip_finetune:
+            ft, result["finetune"] = train_finetune(
+                train_x, train_y, test_x, test_y, labels, encoder_path,
+                epochs=args.finetune_epochs, subset=args.finetune_subset, workdir=work,
+            )
+            if result["finetune"]["accuracy"] > best_acc:
+                best, best_name = ft, "finetune"
+        result["exported"] = best_name
+        log(f"exporting the {best_name} through export_head (parity on {len(test_x)} holdout texts)")
+        folder, result["export"] = export_student(best, labels, test_x, test_y, work)
+        log(f"export: {result['export']['seconds']}s, {result['export']['parity']['int8_note']}")
+        if not (folder / "model.int8.onnx").exists():
+            folder = int8_anyway(folder, work)
+        result["scoring"] = accuracy_and_throughput(folder, test_x, test_y, threads=args.threads, repeat=args.throughput_repeat)
+        log(f"latency: {args.latency_calls} interleaved predict() calls per runtime, 1 thread")
+        result["latency"] = latency(folder, best, test_x, args.latency_calls)
+        for k, v in result["latency"].items():
+            log(f"{k}: p50 {v['p50_ms']:.2f} ms, p95 {v['p95_ms']:.2f} ms, {v['speedup_vs_pytorch']}x vs PyTorch")
+        result["model_sizes_mb"] = {p.name: round(p.stat().st_size / 1e6, 1) for p in folder.glob("*.onnx")}
+        result["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_model.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md = markdown(result)
+    (args.out / "bench_model.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {args.out / 'bench_model.json'}, {args.out / 'bench_model.md'}")
+
+
+if __name__ == "__main__":
+    main()
