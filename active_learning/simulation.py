@@ -1,0 +1,567 @@
+"""Simulated active learning: the whole loop on a labelled dataset, several strategies and seeds in one run.
+
+The simulated annotator answers with the dataset's gold labels; an optional simulated teacher (the LLM)
+labels the whole pool with a chosen accuracy, its errors concentrated between similar classes (a wrong answer
+is one of the ``k`` classes whose embedding centroids are nearest to the true class). The student is the
+probe (logistic regression on frozen, cached sentence embeddings from :func:`training.encoder.embed`),
+trained on the human labels plus, in teacher arms, the teacher's labels for everything else, down-weighted.
+
+Outputs (in ``output_dir``): ``curves.csv`` (one row per arm × seed × round), ``curves.png`` (metric vs
+human labels, one line per arm, shaded min-max over seeds), ``summary.csv`` / ``summary.md`` (mean accuracy
+over the curve, labels to reach a target and the all-data accuracy measured in the same run) and
+``result.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from active_learning.queue import build_batch, validate_mix
+from active_learning.stopping import compute_signals, stopping_set
+from active_learning.strategies import PoolView
+
+Progress = Callable[[int, int | None], Any] | None
+EmbedFn = Callable[..., np.ndarray]
+
+DATASETS = {"banking77", "goemotions"}
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+@dataclass
+class Arm:
+    """One curve: a query mix, with or without the simulated teacher."""
+
+    name: str
+    mix: dict[str, float]
+    teacher: bool = False
+
+    def __post_init__(self) -> None:
+        self.mix = validate_mix(self.mix)
+
+
+def parse_arm(spec: str) -> Arm:
+    """``"margin"``, ``"teacher+disagreement"``, ``"teacher+disagreement=0.5,margin=0.5"`` or
+    ``"name:teacher+margin=0.5,diversity=0.5"`` → Arm."""
+    label = None
+    if ":" in spec:
+        label, _, spec = spec.partition(":")
+    teacher = spec.startswith("teacher+")
+    body = spec.removeprefix("teacher+")
+    if "=" in body:
+        from active_learning.queue import parse_mix
+
+        mix = parse_mix(body)
+    else:
+        mix = validate_mix({body: 1.0})
+    return Arm(name=label or spec, mix=mix, teacher=teacher)
+
+
+@dataclass
+class SimulationConfig:
+    """A simulation run. Sizes are numbers of human labels."""
+
+    dataset: str = "banking77"  # banking77, goemotions (single-label subset), or a CSV/TSV path (text,label)
+    arms: list[Arm] = field(default_factory=lambda: [Arm("random", {"random": 1.0}), Arm("margin", {"margin": 1.0})])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    initial: int = 200  # random seed labels
+    step: int = 200  # labels per round
+    max_labels: int = 3000
+    teacher_accuracy: float = 0.85
+    teacher_similar_k: int = 3
+    teacher_weight: float = 0.5  # the head's origin_weights["llm"]
+    C: float = 10.0
+    class_weight: str | None = "balanced"
+    max_iter: int = 2000
+    warm_start: bool = True
+    target_accuracy: float = 0.92
+    max_pool: int | None = None  # subsample the pool (quick runs)
+    max_test: int | None = None
+    encoder: str = "default"
+    blas_threads: int | None = 1  # BLAS/OpenMP threads while fitting; 1 avoids oversubscription on shared cores
+    output_dir: Path = Path("var/data/simulation")
+    datasets_dir: Path | None = None  # default: ../shared/datasets next to the checkout
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ValueError("expected at least one arm (strategy) to simulate")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, found {names}")
+        if not self.seeds:
+            raise ValueError("expected at least one seed")
+        if self.initial < 2 or self.step < 1 or self.max_labels < self.initial:
+            raise ValueError(
+                f"expected initial >= 2, step >= 1 and max_labels >= initial; found initial={self.initial}, "
+                f"step={self.step}, max_labels={self.max_labels}"
+            )
+        if not 0 < self.teacher_accuracy <= 1:
+            raise ValueError(f"teacher_accuracy must lie in (0, 1], found {self.teacher_accuracy}")
+        if self.teacher_weight < 0:
+            raise ValueError(f"teacher_weight must be >= 0, found {self.teacher_weight}")
+        self.output_dir = Path(self.output_dir)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledData:
+    name: str
+    pool_texts: list[str]
+    pool_y: np.ndarray
+    test_texts: list[str]
+    test_y: np.ndarray
+    classes: list[str]
+
+
+def _default_datasets_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def load_dataset(name: str, *, datasets_dir: Path | None = None, seed: int = 0) -> LabelledData:
+    """BANKING77 (train = pool, test = evaluation), GoEmotions Ekman (messages with exactly one emotion:
+    train = pool, test = evaluation) or any CSV/TSV with ``text`` and ``label`` (or ``category``) columns
+    (a seeded 80/20 split)."""
+    import pandas as pd
+
+    root = Path(datasets_dir) if datasets_dir else _default_datasets_dir()
+    if name == "banking77":
+        folder = root / "banking77"
+        if not (folder / "train.csv").is_file():
+            raise ValueError(f"BANKING77 not found: expected {folder}/train.csv and test.csv")
+        train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
+        classes = sorted(set(train["category"]))
+        idx = {c: i for i, c in enumerate(classes)}
+        return LabelledData(
+            "banking77",
+            train["text"].tolist(),
+            train["category"].map(idx).to_numpy(),
+            test["text"].tolist(),
+            test["category"].map(idx).to_numpy(),
+            classes,
+        )
+    if name == "goemotions":
+        folder = root / "goemotions_ekman"
+        if not (folder / "train.tsv").is_file():
+            raise ValueError(f"GoEmotions (Ekman) not found: expected {folder}/train.tsv, test.tsv, labels.txt")
+        classes = [x.strip() for x in (folder / "labels.txt").read_text().splitlines() if x.strip()]
+
+        def read(f: Path) -> tuple[list[str], np.ndarray]:
+            df = pd.read_csv(f, sep="\t", header=None, names=["text", "labels", "id"], quoting=3, dtype=str)
+            one = df[~df["labels"].str.contains(",")]
+            return one["text"].tolist(), one["labels"].astype(int).to_numpy()
+
+        tr_t, tr_y = read(folder / "train.tsv")
+        te_t, te_y = read(folder / "test.tsv")
+        return LabelledData("goemotions", tr_t, tr_y, te_t, te_y, classes)
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(
+            f"unknown dataset {name!r}: expected 'banking77', 'goemotions' or the path of a CSV/TSV file with "
+            "'text' and 'label' columns"
+        )
+    df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    label_col = "label" if "label" in df.columns else "category" if "category" in df.columns else None
+    if "text" not in df.columns or label_col is None:
+        raise ValueError(f"{path}: expected columns 'text' and 'label' (or 'category'), found {list(df.columns)}")
+    df = df.dropna(subset=["text", label_col])
+    classes = sorted(set(df[label_col].astype(str)))
+    y = df[label_col].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(df))
+    cut = int(len(df) * 0.8)
+    texts = df["text"].astype(str).tolist()
+    tr, te = order[:cut], order[cut:]
+    return LabelledData(path.stem, [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te], classes)
+
+
+# --- simulated teacher ----------------------------------------------------------------------------
+
+
+def simulate_teacher(
+    y: np.ndarray, embeddings: np.ndarray, n_classes: int, *, accuracy: float, similar_k: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher labels with exactly ``round((1-accuracy)·N)`` errors; each wrong answer is one of the
+    ``similar_k`` classes whose centroids are nearest the true class's (closer = likelier). Confidences are
+    high for right answers (Beta(8, 1.5)) and lower, overlapping, for wrong ones (Beta(4, 2)).
+    Returns (labels, confidences)."""
+    rng = np.random.default_rng(seed + 104729)
+    centroids = np.zeros((n_classes, embeddings.shape[1]))
+    for c in range(n_classes):
+        members = embeddings[y == c]
+        if len(members):
+            centroids[c] = members.mean(axis=0)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sim = centroids @ centroids.T
+    np.fill_diagonal(sim, -np.inf)
+    k = max(1, min(similar_k, n_classes - 1))
+    nearest = np.argsort(-sim, axis=1)[:, :k]
+    labels = y.copy()
+    n_wrong = int(round((1 - accuracy) * len(y)))
+    wrong = rng.choice(len(y), size=n_wrong, replace=False)
+    for i in wrong:
+        cands = nearest[y[i]]
+        w = np.exp(sim[y[i], cands] * 10)
+        labels[i] = rng.choice(cands, p=w / w.sum())
+    conf = rng.beta(8, 1.5, size=len(y))
+    conf[wrong] = rng.beta(4, 2, size=n_wrong)
+    return labels, conf
+
+
+# --- the student ----------------------------------------------------------------------------------
+
+
+class ProbeStudent:
+    """Logistic regression on embeddings; ``predict_proba`` gives all ``n_classes`` columns (absent classes 0).
+    Warm-started from the previous round's weights when the set of classes did not change."""
+
+    def __init__(self, n_classes: int, *, C: float, class_weight: str | None, max_iter: int, warm_start: bool):
+        self.n_classes = n_classes
+        self.C, self.class_weight, self.max_iter, self.warm_start = C, class_weight, max_iter, warm_start
+        self.model_: Any = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> ProbeStudent:
+        from sklearn.linear_model import LogisticRegression
+
+        classes = np.unique(y)
+        reuse = (
+            self.warm_start
+            and self.model_ is not None
+            and np.array_equal(self.model_.classes_, classes)
+        )
+        if not reuse:
+            self.model_ = LogisticRegression(
+                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, warm_start=self.warm_start
+            )
+        self.model_.fit(x, y, sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), self.n_classes), dtype=np.float64)
+        out[:, self.model_.classes_] = self.model_.predict_proba(x)
+        return out
+
+
+# --- one run --------------------------------------------------------------------------------------
+
+
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def run_curve(
+    arm: Arm,
+    seed: int,
+    *,
+    x_pool: np.ndarray,
+    y_pool: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    cfg: SimulationConfig,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
+    on_round: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix."""
+    n = len(y_pool)
+    rng = np.random.default_rng(seed)
+    labelled = np.zeros(n, dtype=bool)
+    labelled[rng.choice(n, size=min(cfg.initial, n), replace=False)] = True
+    student = ProbeStudent(n_classes, C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, warm_start=cfg.warm_start)
+    if arm.teacher and teacher is None:
+        raise ValueError(f"arm {arm.name!r} needs a simulated teacher")
+    t_labels, t_conf = teacher if arm.teacher and teacher is not None else (None, None)
+    stop_ids = stopping_set(np.arange(n))
+    stop_state: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = []
+    rnd = 0
+    while True:
+        t0 = time.perf_counter()
+        if arm.teacher:
+            y_train = np.where(labelled, y_pool, t_labels)
+            w = np.where(labelled, 1.0, cfg.teacher_weight)
+            student.fit(x_pool, y_train, sample_weight=w)
+        else:
+            student.fit(x_pool[labelled], y_pool[labelled])
+        t_fit = time.perf_counter() - t0
+        probs = student.predict_proba(x_pool)
+        t_score = time.perf_counter() - t0 - t_fit
+        m = _metrics(y_test, student.predict_proba(x_test).argmax(axis=1))
+        signals, stop_state = compute_signals(
+            ids=stop_ids,
+            predictions=probs[stop_ids].argmax(axis=1),
+            unlabelled_probs=probs[~labelled],
+            n_classes=n_classes,
+            previous=stop_state,
+        )
+        n_lab = int(labelled.sum())
+        row = {
+            "arm": arm.name,
+            "teacher": arm.teacher,
+            "seed": seed,
+            "round": rnd,
+            "n_human": n_lab,
+            **m,
+            "fit_s": round(t_fit, 4),
+            "score_s": round(t_score, 4),
+            "kappa_average": signals["kappa_average"]["value"],
+            "classification_change": signals["classification_change"]["value"],
+            "overall_uncertainty": signals["overall_uncertainty"]["value"],
+            "stop": signals["stop"],
+        }
+        want = min(cfg.step, cfg.max_labels - n_lab, int((~labelled).sum()))
+        if want <= 0:
+            row["select_s"] = 0.0
+            row["round_s"] = round(time.perf_counter() - t0, 4)
+            rows.append(row)
+            if on_round:
+                on_round()
+            break
+        t1 = time.perf_counter()
+        view = PoolView(
+            probs=probs,
+            candidates=np.flatnonzero(~labelled),
+            labelled=np.flatnonzero(labelled),
+            labelled_y=y_pool[labelled],
+            embeddings=x_pool,
+            teacher_labels=t_labels,
+            teacher_confidence=t_conf,
+        )
+        picks = build_batch(view, want, arm.mix, seed=seed * 7919 + rnd)
+        labelled[[p.index for p in picks]] = True  # the simulated annotator answers with the gold label
+        row["select_s"] = round(time.perf_counter() - t1, 4)
+        row["round_s"] = round(time.perf_counter() - t0, 4)
+        rows.append(row)
+        if on_round:
+            on_round()
+        rnd += 1
+    return rows
+
+
+# --- summary and plot -----------------------------------------------------------------------------
+
+
+def labels_to_reach(xs: Sequence[int], ys: Sequence[float], target: float) -> int | None:
+    """The first number of labels at which the (mean) curve reaches ``target``; None if it never does."""
+    for x, y in zip(xs, ys, strict=True):
+        if y >= target - 1e-12:
+            return int(x)
+    return None
+
+
+def summarize(rows: list[dict[str, Any]], *, full_accuracy: float, target: float, metric: str = "accuracy") -> list[dict[str, Any]]:
+    """Per arm: the mean curve over seeds, and the figures of the summary table."""
+    out: list[dict[str, Any]] = []
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    for arm in arms:
+        arm_rows = [r for r in rows if r["arm"] == arm]
+        xs = sorted({r["n_human"] for r in arm_rows})
+        by_x = {x: [r[metric] for r in arm_rows if r["n_human"] == x] for x in xs}
+        mean = [float(np.mean(by_x[x])) for x in xs]
+        seeds = sorted({r["seed"] for r in arm_rows})
+        per_seed_reach = []
+        for s in seeds:
+            sr = sorted((r for r in arm_rows if r["seed"] == s), key=lambda r: r["n_human"])
+            per_seed_reach.append(labels_to_reach([r["n_human"] for r in sr], [r[metric] for r in sr], target))
+        stops = [r["n_human"] for r in arm_rows if r["stop"]]
+        big_rounds = [r["round_s"] for r in arm_rows]
+        out.append(
+            {
+                "arm": arm,
+                "teacher": bool(arm_rows[0]["teacher"]),
+                "seeds": len(seeds),
+                f"mean_{metric}_over_curve": round(float(np.mean(mean)), 4),
+                f"{metric}_at_first": round(mean[0], 4),
+                f"{metric}_at_last": round(mean[-1], 4),
+                "last_n": xs[-1],
+                f"labels_to_{target:g}": labels_to_reach(xs, mean, target),
+                f"labels_to_{target:g}_per_seed": per_seed_reach,
+                "labels_to_full_data": labels_to_reach(xs, mean, full_accuracy),
+                "first_stop_signal_at": min(stops) if stops else None,
+                "round_s_median": round(float(np.median(big_rounds)), 3),
+                "round_s_max": round(float(np.max(big_rounds)), 3),
+            }
+        )
+    return out
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, *, full_accuracy: float, target: float, title: str, metric: str = "accuracy") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        arm_rows = [r for r in rows if r["arm"] == arm]
+        xs = sorted({r["n_human"] for r in arm_rows})
+        vals = [[r[metric] for r in arm_rows if r["n_human"] == x] for x in xs]
+        mean = np.array([np.mean(v) for v in vals])
+        lo = np.array([np.min(v) for v in vals])
+        hi = np.array([np.max(v) for v in vals])
+        style = "-" if arm_rows[0]["teacher"] else "--"
+        (line,) = ax.plot(xs, mean, style, marker="o", markersize=3, label=arm)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(full_accuracy, color="black", linestyle=":", linewidth=1, label=f"all labels ({full_accuracy:.4f})")
+    ax.axhline(target, color="grey", linestyle="-.", linewidth=0.8, label=f"target {target:g}")
+    ax.set_xlabel("human labels")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _markdown_table(summary: list[dict[str, Any]]) -> str:
+    if not summary:
+        return ""
+    keys = [k for k in summary[0] if not k.endswith("_per_seed")]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for s in summary:
+        lines.append("| " + " | ".join("-" if s[k] is None else str(s[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+# --- the service function -------------------------------------------------------------------------
+
+
+def run_simulation(
+    config: SimulationConfig, *, embed_fn: EmbedFn | None = None, progress: Progress = None
+) -> dict[str, Any]:
+    """Run every arm × seed on one dataset; write curves.csv, curves.png, summary.csv/.md and result.json
+    into ``config.output_dir``. Returns {"summary", "full_accuracy", "files", ...}."""
+    cfg = config
+    if cfg.blas_threads is None:
+        return _run_simulation(cfg, embed_fn=embed_fn, progress=progress)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=cfg.blas_threads):
+        return _run_simulation(cfg, embed_fn=embed_fn, progress=progress)
+
+
+def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress: Progress) -> dict[str, Any]:
+    if embed_fn is None:
+        from training.encoder import embed as embed_fn  # noqa: N813
+    data = load_dataset(cfg.dataset, datasets_dir=cfg.datasets_dir)
+    rng = np.random.default_rng(12345)
+    pool_idx = np.arange(len(data.pool_y))
+    if cfg.max_pool and cfg.max_pool < len(pool_idx):
+        pool_idx = np.sort(rng.choice(len(pool_idx), cfg.max_pool, replace=False))
+    test_idx = np.arange(len(data.test_y))
+    if cfg.max_test and cfg.max_test < len(test_idx):
+        test_idx = np.sort(rng.choice(len(test_idx), cfg.max_test, replace=False))
+    pool_texts = [data.pool_texts[i] for i in pool_idx]
+    test_texts = [data.test_texts[i] for i in test_idx]
+    y_pool, y_test = data.pool_y[pool_idx], data.test_y[test_idx]
+    n_classes = len(data.classes)
+    if cfg.initial > len(y_pool):
+        raise ValueError(f"initial={cfg.initial} human labels asked for, but the pool holds only {len(y_pool)} messages")
+
+    n_rounds = (min(cfg.max_labels, len(y_pool)) - cfg.initial + cfg.step - 1) // cfg.step + 1
+    total = len(cfg.arms) * len(cfg.seeds) * n_rounds + 2
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    t0 = time.perf_counter()
+    x_pool = np.asarray(embed_fn(pool_texts, encoder=cfg.encoder), dtype=np.float32)
+    x_test = np.asarray(embed_fn(test_texts, encoder=cfg.encoder), dtype=np.float32)
+    embed_s = time.perf_counter() - t0
+    tick()
+
+    # the reference: the same student on every pool label
+    t0 = time.perf_counter()
+    full = ProbeStudent(n_classes, C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, warm_start=False)
+    full.fit(x_pool, y_pool)
+    full_metrics = _metrics(y_test, full.predict_proba(x_test).argmax(axis=1))
+    full_fit_s = time.perf_counter() - t0
+    tick()
+
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "full_data.json").write_text(json.dumps({**full_metrics, "labels": len(y_pool)}))
+    rows: list[dict[str, Any]] = []
+    teacher_acc: dict[int, float] = {}
+    for seed in cfg.seeds:
+        teacher = None
+        if any(a.teacher for a in cfg.arms):
+            teacher = simulate_teacher(
+                y_pool, x_pool, n_classes, accuracy=cfg.teacher_accuracy, similar_k=cfg.teacher_similar_k, seed=seed
+            )
+            teacher_acc[seed] = float(np.mean(teacher[0] == y_pool))
+        for arm in cfg.arms:
+            rows.extend(
+                run_curve(
+                    arm, seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test, n_classes=n_classes,
+                    cfg=cfg, teacher=teacher, on_round=tick,
+                )
+            )
+            _write_rows(out / "curves.csv", rows)  # after every curve: a long run can be read while it goes
+
+    summary = summarize(rows, full_accuracy=full_metrics["accuracy"], target=cfg.target_accuracy)
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    title = (
+        f"{data.name}: probe student, {cfg.initial} random seed labels, +{cfg.step}/round, "
+        f"{len(cfg.seeds)} seed(s)"
+    )
+    plot = plot_curves(rows, out / "curves.png", full_accuracy=full_metrics["accuracy"], target=cfg.target_accuracy, title=title)
+    md = _markdown_table(summary)
+    (out / "summary.md").write_text(
+        f"# {title}\n\nAll-data accuracy (same student, {len(y_pool)} labels): {full_metrics['accuracy']:.4f}\n\n{md}\n"
+    )
+    result = {
+        "dataset": data.name,
+        "pool": len(y_pool),
+        "test": len(y_test),
+        "classes": n_classes,
+        "full_data": {**full_metrics, "fit_s": round(full_fit_s, 3), "labels": len(y_pool)},
+        "teacher_accuracy_measured": teacher_acc,
+        "embed_s": round(embed_s, 2),
+        "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("arms", "output_dir", "datasets_dir")},
+                   "arms": [asdict(a) for a in cfg.arms]},
+        "summary": summary,
+        "files": {
+            "curves_csv": str(out / "curves.csv"),
+            "plot": str(plot),
+            "summary_csv": str(out / "summary.csv"),
+            "summary_md": str(out / "summary.md"),
+        },
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    result["files"]["result_json"] = str(out / "result.json")
+    return result

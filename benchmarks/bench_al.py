@@ -1,0 +1,234 @@
+"""Active-learning benchmark (``make bench-al``): the issue's standard configuration, in one run.
+
+BANKING77, probe student (logistic regression C=10, balanced, on cached all-MiniLM-L6-v2 embeddings),
+200 random seed labels, +200 per round up to 3,000 human labels, 3 seeds, test accuracy. Curves:
+
+  baselines (measured in the same run): random, margin
+  no teacher: margin_diversity (margin inside k-means diversity)
+  teacher experiment: a simulated teacher labels the whole pool with 85% accuracy (errors between similar
+  classes); the student trains on human labels + teacher labels for the rest (weight 0.5):
+  teacher+margin, teacher+disagreement, teacher+best mix
+
+Also: the all-data accuracy (same student on all 10,003 labels) and (unless ``--no-db-round``) one real
+``run_round`` on a SQLite database holding the 10k pool with teacher labels (retrain with
+training.service.train_head + rescore with score_pool + select + record), timed.
+
+Writes bench-results/al/{curves.csv, curves.png, summary.csv, summary.md, result.json},
+bench-results/al.json and bench-results/al.md.
+
+    .venv/bin/python benchmarks/bench_al.py [--seeds 0,1,2] [--arm SPEC ...] [--no-db-round] [--db-round-only] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.machine import RESULTS_DIR, machine_info, print_machine  # noqa: E402
+
+DEFAULT_ARMS = [
+    "random",
+    "margin",
+    "margin_diversity",
+    "teacher+margin",
+    "teacher+disagreement",
+    "teacher+best:teacher+disagreement=0.5,margin_diversity=0.5",
+]
+
+
+def _arm(spec: str):
+    from active_learning.simulation import parse_arm
+
+    # "teacher+best:teacher+..." → a named arm
+    if spec.startswith("teacher+best:"):
+        arm = parse_arm(spec.removeprefix("teacher+best:"))
+        arm.name = "teacher+best mix (" + ",".join(f"{k}={v:g}" for k, v in arm.mix.items()) + ")"
+        return arm
+    return parse_arm(spec)
+
+
+def db_round(n: int = 200) -> dict:
+    """One run_round on a SQLite database with the BANKING77 pool: 10,003 messages, the simulated teacher's
+    labels on all of them (origin llm), 1,000 human labels, and 200 holdout messages."""
+    import os
+
+    import numpy as np
+    import yaml
+
+    from active_learning.service import run_round
+    from active_learning.simulation import load_dataset, simulate_teacher
+    from db import crud
+    from db.engine import make_engine
+    from db.migrate import upgrade
+    from db.settings import get_settings, reset_settings
+    from training.encoder import embed
+
+    data = load_dataset("banking77")
+    x = embed(data.pool_texts)
+    t_labels, t_conf = simulate_teacher(data.pool_y, x, len(data.classes), accuracy=0.85, seed=0)
+    import re
+
+    # label names must match ^[A-Za-z0-9_-]+$ (BANKING77 has "reverted_card_payment?")
+    names = [re.sub(r"[^A-Za-z0-9_\-]", "", c) for c in data.classes]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-al-"))
+    heads = tmp / "heads"
+    heads.mkdir()
+    doc = {
+        "name": "banking",
+        "kind": "single",
+        "description": "BANKING77 intents",
+        "labels": [{"name": names[i], "description": c.replace("_", " ").rstrip("?")} for i, c in enumerate(data.classes)],
+        "min_holdout": 50,
+        "active_learning": {"mix": {"disagreement": 0.5, "margin_diversity": 0.5}, "batch_size": n},
+    }
+    (heads / "banking.yaml").write_text(yaml.safe_dump(doc))
+    data_dir = str(get_settings().data_dir.resolve())  # keep the embedding cache of the checkout
+    os.environ.update({"HEADS_DIR": str(heads), "DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
+                       "MODELS_DIR": str(tmp / "models"), "DATA_DIR": data_dir})
+    reset_settings()
+    engine = make_engine(os.environ["DATABASE_URL"])
+    upgrade(engine)
+    from sqlmodel import Session
+
+    rng = np.random.default_rng(0)
+    human = set(rng.choice(len(data.pool_y), 1000, replace=False).tolist())
+    t0 = time.perf_counter()
+    with Session(engine) as session:
+        for i, text in enumerate(data.pool_texts):
+            msg, _ = crud.add_message(session, text=text, source="bench")
+            crud.add_label(session, message_id=msg.id, head="banking", value=names[int(t_labels[i])],
+                           origin="llm", confidence=float(t_conf[i]))
+            if i in human:
+                crud.add_label(session, message_id=msg.id, head="banking", value=names[int(data.pool_y[i])],
+                               origin="human", annotator="gold")
+        for j, text in enumerate(data.test_texts[:200]):
+            msg, _ = crud.add_message(session, text=text, source="bench", split="holdout")
+            crud.add_label(session, message_id=msg.id, head="banking", value=names[int(data.test_y[j])],
+                           origin="human", annotator="gold")
+        session.commit()
+    load_s = time.perf_counter() - t0
+    embed(data.test_texts[:200])  # cached: the holdout evaluation must not measure the encoder
+    out = {}
+    with Session(engine) as session:
+        for attempt in ("first", "second"):
+            t0 = time.perf_counter()
+            rnd = run_round(session, head="banking", n=n)
+            session.commit()
+            out[attempt] = {"total_s": round(time.perf_counter() - t0, 2), "timings_s": rnd.meta["timings_s"],
+                            "n_selected": rnd.n_selected, "by_strategy": rnd.meta["by_strategy"]}
+    engine.dispose()
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"pool": len(data.pool_texts), "load_s": round(load_s, 1), **out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--arm", action="append", help="curve spec (repeatable); default: the standard set")
+    ap.add_argument("--max-labels", type=int, default=3000)
+    ap.add_argument("--no-db-round", dest="db_round", action="store_false",
+                    help="skip timing one real run_round on a 10k-message SQLite pool")
+    ap.add_argument("--db-round-only", action="store_true", help="only time run_round; merge into bench-results/al.json")
+    ap.add_argument("--quick", action="store_true", help="1 seed, up to 1,000 labels (a smoke run)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "al")
+    args = ap.parse_args()
+
+    from active_learning.simulation import SimulationConfig, run_simulation
+
+    info = machine_info()
+    print_machine(info)
+    if args.db_round_only:
+        report = json.loads((RESULTS_DIR / "al.json").read_text()) if (RESULTS_DIR / "al.json").is_file() else {}
+        report["db_round"] = {"machine": info, **db_round()}
+        print(json.dumps(report["db_round"], indent=2))
+        (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
+        with (RESULTS_DIR / "al.md").open("a") as f:
+            f.write(f"\none real run_round on the 10k pool: {json.dumps(report['db_round'])}\n")
+        return
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    cfg = SimulationConfig(
+        dataset="banking77",
+        arms=[_arm(a) for a in (args.arm or DEFAULT_ARMS)],
+        seeds=seeds,
+        initial=200,
+        step=200,
+        max_labels=1000 if args.quick else args.max_labels,
+        teacher_accuracy=0.85,
+        teacher_weight=0.5,
+        target_accuracy=0.92,
+        output_dir=args.out,
+    )
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        if time.perf_counter() - last[0] > 30 or done == total:
+            last[0] = time.perf_counter()
+            print(f"  {done}/{total} rounds, {time.perf_counter() - t0:.0f} s", flush=True)
+
+    result = run_simulation(cfg, progress=progress)
+    wall = time.perf_counter() - t0
+    full = result["full_data"]["accuracy"]
+    summary = result["summary"]
+    by = {s["arm"]: s for s in summary}
+    print(f"\nall-data accuracy (same student, {result['full_data']['labels']} labels): {full:.4f}")
+    print(f"simulated teacher accuracy: {result['teacher_accuracy_measured']}")
+    keys = ["arm", "mean_accuracy_over_curve", "accuracy_at_last", "labels_to_0.92", "labels_to_full_data",
+            "first_stop_signal_at", "round_s_median", "round_s_max"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for s in summary:
+        lines.append("| " + " | ".join("-" if s.get(k) is None else str(s.get(k)) for k in keys) + " |")
+    table = "\n".join(lines)
+    print(table)
+    best = max(summary, key=lambda s: s["mean_accuracy_over_curve"])
+    teacher_arms = [s for s in summary if s["teacher"]]
+    saves = None
+    if "margin" in by and "teacher+margin" in by:
+        a, b = by["margin"]["labels_to_0.92"], by["teacher+margin"]["labels_to_0.92"]
+        saves = None if a is None or b is None else a - b
+    teacher_round = [s["round_s_median"] for s in teacher_arms]
+    report = {
+        "machine": info,
+        "wall_s": round(wall, 1),
+        "full_data_accuracy": full,
+        "summary": summary,
+        "best_arm_by_mean_accuracy": best["arm"],
+        "best_teacher_arm": max(teacher_arms, key=lambda s: s["mean_accuracy_over_curve"])["arm"] if teacher_arms else None,
+        "teacher_saves_labels_to_0.92_margin": saves,
+        "round_10k_pool_s_median_teacher_arms": teacher_round,
+        "files": result["files"],
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
+    md = [
+        "# Active learning on BANKING77 (make bench-al)",
+        "",
+        f"machine: {info['cpu']} · {info['cores']} cores · load {info['load_avg_1m']} · wall {wall:.0f} s",
+        f"all-data accuracy: {full:.4f} · seeds: {seeds} · plot: {result['files']['plot']}",
+        "",
+        table,
+        "",
+        f"best curve by mean accuracy: {best['arm']}; human labels the teacher saves to reach 0.92 (margin): {saves}",
+    ]
+    (RESULTS_DIR / "al.md").write_text("\n".join(md) + "\n")
+    print(f"\nplot: {result['files']['plot']}\nresults: {RESULTS_DIR / 'al.json'}")
+    if args.db_round:
+        print("\ntiming one real run_round on a 10k-message SQLite pool …", flush=True)
+        report["db_round"] = db_round()
+        print(json.dumps(report["db_round"], indent=2))
+        (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
+        with (RESULTS_DIR / "al.md").open("a") as f:
+            f.write(f"\none real run_round on the 10k pool: {json.dumps(report['db_round'])}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""run_round on a real database (SQLite and PostgreSQL) with toy heads on the tiny encoder: what is recorded,
+what is excluded, cold start, stopping signals across rounds, and bad input that writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from active_learning.service import run_round, zero_shot_probs
+from active_learning.strategies import PoolExhaustedError
+from db import crud
+from db.models import Label, ModelVersion, QueueItem, Round
+from db.settings import reset_settings
+from tests.unit.training.conftest import make_tiny_encoder, toy_texts
+
+pytestmark = pytest.mark.unit
+
+TOPICS = ["food", "money", "travel"]
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-al") / "encoder")
+
+
+@pytest.fixture
+def heads(tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "heads"
+    folder.mkdir()
+    for name, kind, labels in (("toy", "single", TOPICS), ("toymulti", "multi", [*TOPICS, "late"])):
+        doc = {
+            "name": name,
+            "kind": kind,
+            "description": f"toy {kind} head",
+            "labels": [{"name": lab, "description": f"messages about {lab}"} for lab in labels],
+            "min_holdout": 5,
+            "student": {"encoder": str(tiny_encoder), "max_length": 32},
+            "active_learning": {"mix": {"disagreement": 0.4, "margin": 0.4, "diversity": 0.2}, "batch_size": 10},
+        }
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("HEADS_DIR", str(folder))
+    reset_settings()
+    return folder
+
+
+def _value(head: str, text: str, topic: str):
+    return [topic] + (["late"] if "late" in text.split() else []) if head == "toymulti" else topic
+
+
+def _seed(session: Session, head: str = "toy") -> dict[str, list[int]]:
+    """30 human-labelled pool messages, 60 with LLM labels (every 4th wrong), 6 holdout, 30 unlabelled."""
+    ids: dict[str, list[int]] = {"human": [], "llm": [], "holdout": [], "unlabelled": [], "llm_wrong": []}
+    for i, (text, topic) in enumerate(toy_texts(120, seed=3)):
+        split = "holdout" if i < 6 else "pool"
+        msg, created = crud.add_message(session, text=f"{text} {i}", source="test", split=split)
+        assert created
+        if split == "holdout":
+            crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, topic), origin="human", annotator="gold")
+            ids["holdout"].append(msg.id)
+        elif i < 36:
+            crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, topic), origin="human", annotator="a")
+            ids["human"].append(msg.id)
+        elif i < 96:
+            wrong = i % 4 == 0
+            label = TOPICS[(TOPICS.index(topic) + 1) % 3] if wrong else topic
+            crud.add_label(session, message_id=msg.id, head=head, value=_value(head, text, label), origin="llm", confidence=0.9)
+            ids["llm"].append(msg.id)
+            if wrong:
+                ids["llm_wrong"].append(msg.id)
+        else:
+            ids["unlabelled"].append(msg.id)
+    session.commit()
+    return ids
+
+
+def _counts(session: Session) -> tuple[int, int, int]:
+    return (
+        session.exec(select(func.count()).select_from(Round)).one(),
+        session.exec(select(func.count()).select_from(QueueItem)).one(),
+        session.exec(select(func.count()).select_from(ModelVersion)).one(),
+    )
+
+
+def test_round_retrains_rescores_and_records_why(engine, heads: Path) -> None:
+    with Session(engine) as session:
+        ids = _seed(session)
+        # one message is already waiting in Label Studio: it must not be chosen again
+        waiting = ids["unlabelled"][0]
+        session.add(QueueItem(message_id=waiting, head="toy", strategy="margin", status="pushed"))
+        session.commit()
+        steps: list[tuple[int, int | None]] = []
+        rnd = run_round(session, head="toy", n=20, progress=lambda d, t: steps.append((d, t)))
+        session.commit()
+
+        assert rnd.id is not None and rnd.n_requested == 20 and rnd.n_selected == 20
+        assert rnd.mix == {"disagreement": 0.4, "margin": 0.4, "diversity": 0.2}
+        mv = session.get(ModelVersion, rnd.model_version_id)
+        assert mv is not None and mv.kind == "probe" and mv.round_id == rnd.id
+        assert mv.train_counts["by_origin"] == {"human": 30, "llm": 60}  # retrained on every current label
+        items = list(session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)))
+        assert len(items) == 20 and len({q.message_id for q in items}) == 20
+        chosen = {q.message_id for q in items}
+        assert not chosen & set(ids["human"]), "never a message a human labelled"
+        assert not chosen & set(ids["holdout"]), "never a holdout message"
+        assert waiting not in chosen, "never a message already waiting in Label Studio"
+        assert {q.strategy: sum(1 for x in items if x.strategy == q.strategy) for q in items} == {
+            "disagreement": 8, "margin": 8, "diversity": 4}
+        for q in items:
+            assert q.model_version_id == mv.id and q.status == "pending" and q.score is not None
+            assert q.student_label in TOPICS and 0 < q.student_confidence <= 1
+        teacher_labelled = [q for q in items if q.message_id in set(ids["llm"])]
+        assert teacher_labelled and all(q.teacher_label in TOPICS and q.teacher_confidence == 0.9 for q in teacher_labelled)
+        for q in items:
+            if q.strategy == "disagreement" and q.score > 0:
+                assert q.teacher_label != q.student_label
+        assert rnd.meta["teacher"] == "llm" and rnd.meta["excluded"]["queued"] == 1
+        assert rnd.meta["excluded"]["human_labelled"] == 30 and rnd.meta["excluded"]["holdout"] == 6
+        assert set(rnd.stopping) >= {"kappa_average", "classification_change", "overall_uncertainty", "stop"}
+        assert rnd.stopping["kappa_average"]["value"] is None  # first round: nothing to compare
+        assert steps[-1] == (6, 6)
+
+        # the next round compares with this one: the stopping signals get values, and the queue grows
+        rnd2 = run_round(session, head="toy", n=10, mix="margin=0.5,class_balance=0.5")
+        session.commit()
+        assert rnd2.stopping["classification_change"]["compared"] > 0
+        assert rnd2.stopping["kappa_average"]["last_kappa"] is not None
+        again = {q.message_id for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd2.id))}
+        assert len(again) == 10 and not again & chosen
+        assert session.get(ModelVersion, rnd2.model_version_id).id != mv.id
+
+
+def test_disagreement_round_finds_the_teachers_errors(sqlite_engine, heads: Path) -> None:
+    with Session(sqlite_engine) as session:
+        ids = _seed(session)
+        rnd = run_round(session, head="toy", n=10, mix={"disagreement": 1.0})
+        items = list(session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)))
+        positive = [q for q in items if q.score > 0]
+        assert positive, "the tiny student disagrees with some teacher labels"
+        # a disagreement is where the teacher and the student differ; the planted wrong labels are among them
+        assert all(q.teacher_label != q.student_label for q in positive)
+        wrong = set(ids["llm_wrong"])
+        hit = sum(1 for q in positive if q.message_id in wrong) / len(positive)
+        base = len(wrong) / (len(ids["llm"]) + len(ids["unlabelled"]))
+        assert hit > base, f"disagreements should be richer in teacher errors ({hit:.2f}) than the pool ({base:.2f})"
+
+
+def test_multi_label_round(sqlite_engine, heads: Path) -> None:
+    with Session(sqlite_engine) as session:
+        _seed(session, head="toymulti")
+        rnd = run_round(session, head="toymulti", n=12)
+        items = list(session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)))
+        assert len(items) == 12
+        assert all(isinstance(q.student_label, list) for q in items)
+        assert all(q.teacher_label is None or isinstance(q.teacher_label, list) for q in items)
+
+
+def test_cold_start_without_labels_uses_zero_shot_teacher_and_diverse_seed(sqlite_engine, heads: Path) -> None:
+    with Session(sqlite_engine) as session:
+        for text, _ in toy_texts(40, seed=5):
+            crud.add_message(session, text=text, source="test")
+        session.commit()
+        rnd = run_round(session, head="toy", n=8)
+        session.commit()
+        assert rnd.meta["cold_start"] and rnd.model_version_id is None and rnd.meta["teacher"] == "zero_shot"
+        assert rnd.mix == {"diversity": 1.0}
+        items = list(session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)))
+        assert len(items) == 8 and all(q.strategy == "diversity" for q in items)
+        assert all(q.teacher_label in TOPICS and q.teacher_confidence is not None for q in items)
+
+
+def test_zero_shot_probs_pick_the_nearest_description() -> None:
+    labels = np.eye(3, 8)
+    msgs = np.array([[0.9, 0.1, 0, 0, 0, 0, 0, 0], [0, 0.2, 0.9, 0, 0, 0, 0, 0]])
+    p = zero_shot_probs(msgs, labels)
+    assert p.argmax(axis=1).tolist() == [0, 2] and np.allclose(p.sum(axis=1), 1)
+    pm = zero_shot_probs(msgs, labels, multi_label=True)
+    assert pm[0, 0] > 0.5 > pm[0, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n": 1000}, PoolExhaustedError, r"only 84 unlabelled pool messages are left.*at most 84"),
+        ({"n": 5, "mix": "smartest=1.0"}, ValueError, "valid strategies: .*margin"),
+        ({"n": 5, "mix": {"margin": 0.5, "diversity": 0.3}}, ValueError, "sum to 1"),
+        ({"n": 0}, ValueError, "n >= 1"),
+        ({"n": 5, "retrain": False}, ValueError, "has no model yet"),
+    ],
+    ids=["batch-larger-than-pool", "unknown-strategy", "quotas", "zero", "no-model"],
+)
+def test_bad_input_writes_nothing(sqlite_engine, heads: Path, kwargs: dict, error: type, match: str) -> None:
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        labels_before = session.exec(select(func.count()).select_from(Label)).one()
+        with pytest.raises(error, match=match):
+            run_round(session, head="toy", **kwargs)
+        assert _counts(session) == (0, 0, 0)
+        assert session.exec(select(func.count()).select_from(Label)).one() == labels_before
+
+
+def test_unknown_head(sqlite_engine, heads: Path) -> None:
+    with Session(sqlite_engine) as session, pytest.raises(ValueError, match="known heads"):
+        run_round(session, head="nope", n=3)
