@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,16 +30,10 @@ DATASET = REPO.parent / "shared" / "datasets" / "banking77"
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(), "load_avg_at_start": load}
+    from benchmarks.machine import machine_info
+
+    info = machine_info()
+    return {**info, "load_avg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
 def read(split: str) -> tuple[list[str], list[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -13,14 +12,9 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench-results"
 
 
 def machine_info(packages: tuple[str, ...] = ("torch", "onnxruntime", "transformers", "scikit-learn", "sqlalchemy")) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The export's machine record (CPU model, cores, Python, platform), plus the time, the load and versions."""
+    from export.service import machine_info as base_info
+
     versions = {}
     for p in packages:
         try:
@@ -28,11 +22,8 @@ def machine_info(packages: tuple[str, ...] = ("torch", "onnxruntime", "transform
         except metadata.PackageNotFoundError:
             versions[p] = None
     return {
+        **base_info(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "versions": versions,
     }

@@ -191,21 +191,24 @@ def _parse_label(head: HeadDef, value: Any) -> Any:
             return head.validate_value(value.strip())
         raise ValueError(f"expected true/false or one of {head.label_names}, found {value!r}")
     if head.is_multi:
-        if isinstance(value, str):
-            s = value.strip()
-            if s.startswith("["):
-                try:
-                    value = json.loads(s)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"expected a JSON list of labels, found {value!r}") from e
-            else:
-                value = [p.strip() for p in s.replace(",", ";").split(";") if p.strip()]
-        elif hasattr(value, "tolist"):
-            value = value.tolist()
+        value = _as_list(value, "labels", split=lambda s: [p.strip() for p in s.replace(",", ";").split(";") if p.strip()])
         return head.validate_value(list(value) if isinstance(value, tuple) else value)
     if not isinstance(value, str):
         raise ValueError(f"expected a label name (one of {head.label_names}), found {value!r} ({type(value).__name__})")
     return head.validate_value(value.strip())
+
+
+def _as_list(value: Any, what: str, *, split: Callable[[str], list[str]]) -> Any:
+    """A cell holding a list: a JSON list, a delimited string (``split``), or an array (Parquet)."""
+    if isinstance(value, str):
+        s = value.strip()
+        if not s.startswith("["):
+            return split(s)
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"expected a JSON list of {what}, found {value!r}") from e
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def _parse_confidence(value: Any) -> float:
@@ -223,17 +226,7 @@ def _parse_confidence(value: Any) -> float:
 def _parse_context(value: Any) -> list[str] | None:
     if _is_missing(value):
         return None
-    if isinstance(value, str):
-        s = value.strip()
-        if s.startswith("["):
-            try:
-                value = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"expected a JSON list of previous turns, found {value!r}") from e
-        else:
-            return [t for t in s.split("\n") if t.strip()]
-    if hasattr(value, "tolist"):
-        value = value.tolist()
+    value = _as_list(value, "previous turns", split=lambda s: [t for t in s.split("\n") if t.strip()])
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ValueError(f"expected a list of previous turns (strings), found {value!r}")
     return value
