@@ -34,6 +34,7 @@ from training.inference import (
     ClassifierModel,
     length_grouped_batches,
 )
+from training.service import get_model_version, load_model_version_student
 
 Progress = Callable[[int, int | None], Any] | None
 
@@ -64,38 +65,6 @@ def final_dir(head: str) -> Path:
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
-
-
-def _model_version(session: Session, head: str, model_version_id: int | None) -> ModelVersion:
-    if model_version_id is not None:
-        mv = session.get(ModelVersion, model_version_id)
-        if mv is None:
-            raise LookupError(
-                f"no model version with id {model_version_id}; list them with `distilloop evaluate --head {head}` "
-                "or omit --model-version to export the latest"
-            )
-        if mv.head != head:
-            raise ValueError(f"model version {model_version_id} belongs to head {mv.head!r}, not {head!r}")
-        return mv
-    mv = crud.latest_model_version(session, head=head)
-    if mv is None:
-        raise LookupError(f"no model version for head {head!r} yet; train one first: distilloop train --head {head}")
-    return mv
-
-
-def _load_student(mv: ModelVersion) -> Any:
-    """The trained student of a model version (training.service's loader; adapter: training.students)."""
-    try:
-        from training.service import load_model_version_student
-    except ModuleNotFoundError as e:  # ADAPTER until training.service lands: load the saved folder directly
-        if e.name not in ("training.service",):
-            raise
-        from training.students import load_student
-
-        if not mv.artifact_path:
-            raise ValueError(f"model version {mv.id} has no artifact_path: nothing to export; retrain the head") from e
-        return load_student(Path(mv.artifact_path))
-    return load_model_version_student(mv)
 
 
 def _holdout(session: Session, head: str, labels: list[str], kind: str) -> tuple[list[str], np.ndarray | None, int]:
@@ -238,7 +207,7 @@ def export_head(
 
     step = progress or (lambda done, total: None)
     head_def = get_head(head)
-    mv = _model_version(session, head, model_version_id)
+    mv = get_model_version(session, head=head, model_version_id=model_version_id)
     metrics = dict(mv.metrics or {})
     gate_result = gate(head_def, metrics)
     if not gate_result.passed and not force:
@@ -253,7 +222,7 @@ def export_head(
 
     root = layout.prepare_root(final_dir(head).parent)
     target = final_dir(head)
-    student = _load_student(mv)
+    student = load_model_version_student(mv)
     labels = list(student.labels)
     kind = str(getattr(student, "kind", head_def.kind))
     if kind != str(head_def.kind):

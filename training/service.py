@@ -244,15 +244,25 @@ def train_head(session: Session, *, head: str, kind: str = "probe", progress: Pr
     return mv
 
 
+class ModelVersionNotFound(LookupError, ValueError):
+    """No such model version (a LookupError; also a ValueError for callers that catch bad input)."""
+
+
 def get_model_version(session: Session, *, head: str, model_version_id: int | None = None) -> ModelVersion:
+    """The given model version of ``head``, or its latest one."""
     if model_version_id is not None:
         mv = session.get(ModelVersion, model_version_id)
-        if mv is None or mv.head != head:
-            raise ValueError(f"no model version {model_version_id} for head {head!r}; see `distilloop models --head {head}` or train one")
+        if mv is None:
+            raise ModelVersionNotFound(
+                f"no model version with id {model_version_id}; list them with `distilloop evaluate --head {head}` "
+                "or omit --model-version to use the latest"
+            )
+        if mv.head != head:
+            raise ValueError(f"model version {model_version_id} belongs to head {mv.head!r}, not {head!r}")
         return mv
     mv = crud.latest_model_version(session, head=head)
     if mv is None:
-        raise ValueError(f"head {head!r} has no trained model yet: run `distilloop train --head {head}` first")
+        raise ModelVersionNotFound(f"no model version for head {head!r} yet; train one first: distilloop train --head {head}")
     return mv
 
 

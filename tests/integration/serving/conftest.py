@@ -34,7 +34,7 @@ def exported_intent(sqlite_engine: Engine, tiny_encoder_dir: Path, monkeypatch: 
 
     head = get_head("intent")
     student = TinyStudent(labels=head.label_names, kind="single", encoder_path=str(tiny_encoder_dir))
-    monkeypatch.setattr("export.service._load_student", lambda mv: student)
+    monkeypatch.setattr("export.service.load_model_version_student", lambda mv: student)
     with Session(sqlite_engine) as s:
         seed_model_version(s, head_def=head, student=student, n_holdout=40)
         gold = crud.effective_labels(s, head="intent", split="holdout")

@@ -219,7 +219,7 @@ def test_evaluate_without_a_model_says_what_to_do(sqlite_engine, heads: Path):
     with Session(sqlite_engine) as session:
         with pytest.raises(ValueError, match="distilloop train --head toy"):
             evaluate_head(session, head="toy")
-        with pytest.raises(ValueError, match="no model version 99"):
+        with pytest.raises(ValueError, match="no model version with id 99"):
             score_pool(session, head="toy", model_version_id=99)
 
 
