@@ -22,7 +22,7 @@ def make_student(encoder_dir: Path, monkeypatch: pytest.MonkeyPatch):
     def make(head: str, **kw) -> TinyStudent:
         head_def = get_head(head)
         student = TinyStudent(labels=head_def.label_names, kind=str(head_def.kind), encoder_path=str(encoder_dir), **kw)
-        monkeypatch.setattr("export.service._load_student", lambda mv: student)
+        monkeypatch.setattr("export.service.load_model_version_student", lambda mv: student)
         return student
 
     return make

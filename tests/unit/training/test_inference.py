@@ -49,7 +49,7 @@ def exported(sqlite_engine: Engine, encoder_dir: Path, monkeypatch: pytest.Monke
         if head not in _EXPORTS:
             hd = get_head(head)
             student = TinyStudent(labels=hd.label_names, kind=str(hd.kind), encoder_path=str(encoder_dir))
-            monkeypatch.setattr("export.service._load_student", lambda mv: student)
+            monkeypatch.setattr("export.service.load_model_version_student", lambda mv: student)
             with Session(sqlite_engine) as s:
                 seed_model_version(s, head_def=hd, student=student, n_holdout=hd.min_holdout)
                 export_head(s, head=head)
