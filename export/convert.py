@@ -24,7 +24,7 @@ class ConversionError(RuntimeError):
 def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mask: np.ndarray, opset: int = OPSET) -> str:
     """Write ``module`` (forward(input_ids, attention_mask) → probabilities) to ``path`` as one ONNX graph with
     dynamic batch and sequence axes. The example batch should contain padding so that the attention-mask path
-    is traced. Returns the exporter used ("torchscript", or "dynamo" when the former is unavailable)."""
+    is traced. Returns the exporter used ("torchscript", recorded in export.json)."""
     import torch
 
     module = module.eval()
@@ -38,9 +38,9 @@ def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mas
     path = Path(path)
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript exporter writes opset 17 natively in under a second; the dynamo exporter takes
-            # minutes on MiniLM and converts down from opset 18. Tracing is exact here: the graph has no
-            # data-dependent control flow once the mask path is exercised by a padded example.
+            # The TorchScript exporter (torch is pinned to 2.13, which has it) writes opset 17 natively in under
+            # a second; the dynamo exporter takes minutes on MiniLM and converts down from opset 18. Tracing is
+            # exact here: the graph has no data-dependent control flow once a padded example exercises the mask.
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
@@ -53,29 +53,9 @@ def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mas
                 do_constant_folding=True,
                 dynamo=False,
             )
-        return "torchscript"
-    except (TypeError, NotImplementedError, AttributeError) as legacy_error:  # legacy exporter removed
-        try:
-            batch = torch.export.Dim("batch")
-            seq = torch.export.Dim("sequence")
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module,
-                    (ids, mask),
-                    str(path),
-                    input_names=INPUT_NAMES,
-                    output_names=[OUTPUT_NAME],
-                    opset_version=opset,
-                    dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
-                    dynamo=True,
-                    external_data=False,
-                )
-            return "dynamo"
-        except Exception as e:
-            raise ConversionError(f"torch.onnx.export failed: {e} (TorchScript exporter: {legacy_error})") from e
     except Exception as e:
         raise ConversionError(f"torch.onnx.export failed: {e}") from e
+    return "torchscript"
 
 
 def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
