@@ -66,6 +66,15 @@ class FinetuneConfig(BaseModel):
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     head_learning_rate: float | None = Field(None, gt=0)
     seed: int = 42
+    layers: int | None = Field(
+        None, ge=1, le=48, description="keep only the encoder's first N transformer layers (a smaller, faster student; "
+        "3 of all-MiniLM-L6-v2's 6 layers halve the latency)"
+    )
+    distill_weight: float = Field(
+        0.5, ge=0, le=1, description="with a teacher model (train --distill-from): weight of the teacher's soft "
+        "targets in the loss (the labels get 1 - this)"
+    )
+    distill_temperature: float = Field(2.0, gt=0, le=20, description="softening of the teacher's probabilities")
 
 
 class StudentConfig(BaseModel):

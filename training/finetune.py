@@ -6,6 +6,12 @@ learning rate (and an optional larger head learning rate), batch size, epochs, w
 max length, class weights (a weighted loss), early stopping on the validation loss, length-grouped
 batches, checkpoints under ``MODELS_DIR/checkpoints/``. Sample weights (by label origin) scale each
 example's loss.
+
+A smaller, faster student: ``layers`` keeps only the encoder's first N transformer layers (the cost of a
+prediction is nearly proportional to the layer count), and ``soft_targets`` (a teacher's probabilities for
+each training text, e.g. those of a full-size fine-tuned student) adds a knowledge-distillation term to the
+loss: ``(1 - distill_weight) * labels_loss + distill_weight * T^2 * KL(teacher_T || student_T)`` for softmax
+heads (Hinton et al. 2015), binary cross-entropy against the teacher's probabilities for multi-label heads.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class FinetuneParams:
     validation_fraction: float = 0.1
     head_learning_rate: float | None = None
     seed: int = 42
+    layers: int | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> FinetuneParams:
@@ -87,8 +96,12 @@ class FinetuneStudent(Student):
         params: FinetuneParams | None = None,
         probe_C: float = 10.0,
         progress: Progress = None,
+        soft_targets: np.ndarray | None = None,
     ) -> FinetuneStudent:
-        """Fine-tune on (texts, values); the tuned encoder is written to ``output_dir/encoder``."""
+        """Fine-tune on (texts, values); the tuned encoder is written to ``output_dir/encoder``.
+
+        ``soft_targets``: a teacher's probabilities, shape (len(texts), len(labels)), columns in ``labels``
+        order: distillation (see the module docstring)."""
         import torch
         from datasets import Dataset
         from transformers import AutoModel, EarlyStoppingCallback, TrainerCallback, TrainingArguments
@@ -101,7 +114,14 @@ class FinetuneStudent(Student):
         y = targets_matrix(values, self.labels, self.kind)
         check_trainable(y, self.labels, self.kind)
         sw = np.ones(len(texts), dtype=np.float32) if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        soft = _check_soft_targets(soft_targets, len(texts), len(self.labels), self.kind)
         t0 = time.perf_counter()
+        enc_dir = Path(output_dir) / "encoder"
+        source_encoder = self.encoder_path
+
+        # 0. a truncated encoder (first `layers` layers) is written out first: the probe below embeds with it
+        if p.layers is not None:
+            self.encoder_path = str(_truncated_encoder(self.encoder_path, p.layers, enc_dir))
 
         # 1. linear probe on the frozen encoder: the head's starting point
         probe = ProbeStudent(labels=self.labels, kind=self.kind, encoder_path=self.encoder_path, max_length=p.max_length, multi_label_threshold=self.multi_label_threshold)
@@ -114,14 +134,15 @@ class FinetuneStudent(Student):
         pad_id = tokenizer.pad_token_id or 0
 
         def dataset(rows: np.ndarray) -> Dataset:
-            return Dataset.from_dict(
-                {
-                    "input_ids": [enc[i] for i in rows],
-                    "labels": [y[i].tolist() if self.kind == "multi" else int(y[i]) for i in rows],
-                    "weight": [float(sw[i]) for i in rows],
-                    "length": [len(enc[i]) for i in rows],
-                }
-            )
+            columns = {
+                "input_ids": [enc[i] for i in rows],
+                "labels": [y[i].tolist() if self.kind == "multi" else int(y[i]) for i in rows],
+                "weight": [float(sw[i]) for i in rows],
+                "length": [len(enc[i]) for i in rows],
+            }
+            if soft is not None:
+                columns["soft"] = [soft[i].tolist() for i in rows]
+            return Dataset.from_dict(columns)
 
         def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             width = max(len(b["input_ids"]) for b in batch)
@@ -131,7 +152,10 @@ class FinetuneStudent(Student):
                 ids[i, : len(b["input_ids"])] = torch.tensor(b["input_ids"])
                 mask[i, : len(b["input_ids"])] = 1
             labels = torch.tensor([b["labels"] for b in batch], dtype=torch.float32 if self.kind == "multi" else torch.long)
-            return {"input_ids": ids, "attention_mask": mask, "labels": labels, "weight": torch.tensor([b["weight"] for b in batch])}
+            out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "weight": torch.tensor([b["weight"] for b in batch])}
+            if soft is not None:
+                out["soft"] = torch.tensor([b["soft"] for b in batch], dtype=torch.float32)
+            return out
 
         # 3. loss weights
         k = len(self.labels)
@@ -150,6 +174,7 @@ class FinetuneStudent(Student):
         # 4. model: encoder + the probe's head
         torch.manual_seed(p.seed)
         model = StudentModule(AutoModel.from_pretrained(self.encoder_path, local_files_only=True), k, activation=self.activation)
+        n_layers = int(getattr(model.encoder.config, "num_hidden_layers", 0) or 0)
         with torch.no_grad():
             model.head.weight.copy_(torch.from_numpy(probe.weight))
             model.head.bias.copy_(torch.from_numpy(probe.bias))
@@ -202,6 +227,8 @@ class FinetuneStudent(Student):
             kind=self.kind,
             class_weight=class_w,
             head_learning_rate=p.head_learning_rate,
+            distill_weight=p.distill_weight if soft is not None else 0.0,
+            distill_temperature=p.distill_temperature,
         )
         result = trainer.train()
         history = [
@@ -213,7 +240,6 @@ class FinetuneStudent(Student):
         # 5. save the tuned encoder (+ tokenizer) and keep the head
         trained = trainer.model
         trained.eval()
-        enc_dir = Path(output_dir) / "encoder"
         enc_dir.mkdir(parents=True, exist_ok=True)
         trained.encoder.save_pretrained(enc_dir)
         tokenizer.save_pretrained(enc_dir)
@@ -227,6 +253,9 @@ class FinetuneStudent(Student):
             {
                 **{f: getattr(p, f) for f in p.__dataclass_fields__},
                 "probe_C": probe_C,
+                "encoder_layers": n_layers,
+                "source_encoder": source_encoder,
+                "distilled": soft is not None,
                 "n_train": int(len(tr)),
                 "n_validation": int(len(va)),
                 "epochs_run": round(float(trainer.state.epoch or 0), 3),
@@ -247,11 +276,16 @@ def _weighted_trainer_class() -> type:
     from transformers import Trainer
 
     class WeightedTrainer(Trainer):
-        def __init__(self, *args: Any, kind: str, class_weight: torch.Tensor | None, head_learning_rate: float | None, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, kind: str, class_weight: torch.Tensor | None, head_learning_rate: float | None,
+            distill_weight: float = 0.0, distill_temperature: float = 2.0, **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.kind = kind
             self.class_weight = class_weight
             self.head_learning_rate = head_learning_rate
+            self.distill_weight = distill_weight
+            self.distill_temperature = distill_temperature
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             labels = inputs["labels"]
@@ -264,6 +298,9 @@ def _weighted_trainer_class() -> type:
                 per = torch.nn.functional.cross_entropy(logits, labels, weight=cw, reduction="none")
                 if cw is not None:  # normalize like the weighted mean of cross_entropy
                     per = per / cw[labels].mean().clamp(min=1e-9)
+            soft = inputs.get("soft")
+            if soft is not None and self.distill_weight > 0:
+                per = (1 - self.distill_weight) * per + self.distill_weight * distillation_loss(logits, soft, self.kind, self.distill_temperature)
             loss = (per * weight).sum() / weight.sum().clamp(min=1e-9)
             return (loss, {"logits": logits}) if return_outputs else loss
 
@@ -287,3 +324,52 @@ def _weighted_trainer_class() -> type:
             return super().create_optimizer(model) if model is not None else super().create_optimizer()
 
     return WeightedTrainer
+
+
+def distillation_loss(logits: Any, teacher_probs: Any, kind: str, temperature: float) -> Any:
+    """Per-example distillation loss. Softmax heads: ``T^2 * KL(teacher_T || softmax(logits / T))`` where
+    ``teacher_T`` is the teacher's distribution sharpened/softened to temperature T (``p^(1/T)``, renormalized:
+    the same as dividing its logits by T). Multi-label (sigmoid) heads: binary cross-entropy against the
+    teacher's per-label probabilities."""
+    import torch
+
+    if kind == "multi":
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher_probs.clamp(0.0, 1.0), reduction="none").mean(dim=1)
+    t = float(temperature)
+    log_q = torch.log(teacher_probs.clamp(min=1e-12)) / t
+    log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)
+    log_p = torch.log_softmax(logits / t, dim=1)
+    return (t * t) * (log_q.exp() * (log_q - log_p)).sum(dim=1)
+
+
+def _check_soft_targets(soft: np.ndarray | None, n: int, k: int, kind: str) -> np.ndarray | None:
+    if soft is None:
+        return None
+    arr = np.asarray(soft, dtype=np.float32)
+    if arr.shape != (n, k):
+        raise ValueError(
+            f"soft_targets: expected the teacher's probabilities of shape ({n}, {k}) (one row per training text, one "
+            f"column per label), found shape {arr.shape}"
+        )
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError("soft_targets: expected probabilities in [0, 1], found values outside (or NaN); pass the teacher's predict_proba output")
+    if kind != "multi" and not np.allclose(arr.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("soft_targets: each row of a single-label or binary teacher must sum to 1 (softmax probabilities)")
+    return arr
+
+
+def _truncated_encoder(path: str, layers: int, dst: Path) -> Path:
+    """Write the encoder at ``path`` with only its first ``layers`` transformer layers (and its tokenizer)
+    into ``dst``; returns ``dst``."""
+    from transformers import AutoConfig, AutoModel
+
+    from training.encoder import load_tokenizer
+
+    total = int(getattr(AutoConfig.from_pretrained(path, local_files_only=True), "num_hidden_layers", 0) or 0)
+    if total and not 1 <= layers <= total:
+        raise ValueError(f"layers: the encoder {path} has {total} transformer layers; expected 1..{total}, found {layers}")
+    model = AutoModel.from_pretrained(path, local_files_only=True, num_hidden_layers=layers)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    load_tokenizer(path).save_pretrained(dst)
+    return dst

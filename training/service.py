@@ -178,12 +178,32 @@ def _models_dir() -> Path:
     return Path(get_settings().models_dir)
 
 
-def train_head(session: Session, *, head: str, kind: str = "probe", progress: Progress = None) -> ModelVersion:
+def train_head(
+    session: Session,
+    *,
+    head: str,
+    kind: str = "probe",
+    progress: Progress = None,
+    layers: int | None = None,
+    distill_from: int | None = None,
+) -> ModelVersion:
     """Train a student of ``head`` (kind "probe" or "finetune"), evaluate it on the holdout and record a
     ModelVersion (flushed, not committed). The student folder is written to a temp folder and moved into
-    ``MODELS_DIR/students/<head>/`` only when complete."""
+    ``MODELS_DIR/students/<head>/`` only when complete.
+
+    Fine-tune only: ``layers`` keeps the encoder's first N layers (overrides the head file's
+    ``student.finetune.layers``); ``distill_from`` (a model version id of the same head, typically a
+    full-size fine-tune) makes that model the teacher: its probabilities on the training texts are soft
+    targets (knowledge distillation), so a smaller student keeps most of a bigger one's accuracy."""
     if kind not in METHODS:
         raise ValueError(f"kind: expected one of {list(METHODS)}, found {kind!r}")
+    if kind != "finetune" and (layers is not None or distill_from is not None):
+        raise ValueError(
+            "--layers and --distill-from apply to fine-tuned students only (a probe keeps the whole frozen encoder); "
+            "use --kind finetune"
+        )
+    if layers is not None and layers < 1:
+        raise ValueError(f"layers: expected a number of encoder layers >= 1, found {layers}")
     hd = _head(head)
     data = training_set(session, head=head)
     labels = hd.label_names
@@ -192,6 +212,15 @@ def train_head(session: Session, *, head: str, kind: str = "probe", progress: Pr
     except TrainingDataError as e:
         raise TrainingDataError(f"head {head!r}: {e}") from None
     cfg = hd.student
+    teacher: Student | None = None
+    if distill_from is not None:
+        teacher_mv = get_model_version(session, head=head, model_version_id=distill_from)
+        teacher = load_model_version_student(teacher_mv)
+        if list(teacher.labels) != list(labels):
+            raise ValueError(
+                f"model version {distill_from} was trained with labels {teacher.labels}, but head {head!r} now has "
+                f"{labels}; distil from a model version trained on the current head file"
+            )
     max_length = cfg.finetune.max_length if kind == "finetune" else cfg.max_length
     student = new_student(kind, labels=labels, kind=hd.kind.value, encoder=cfg.encoder, max_length=max_length, multi_label_threshold=hd.multi_label_threshold)
 
@@ -208,16 +237,23 @@ def train_head(session: Session, *, head: str, kind: str = "probe", progress: Pr
         else:
             from training.finetune import FinetuneParams
 
+            params = FinetuneParams.from_config(cfg.finetune)
+            if layers is not None:
+                params.layers = layers
+            soft = teacher.predict_proba(data.texts) if teacher is not None else None
             student.fit(
                 data.texts,
                 data.values,
                 output_dir=tmp,
                 checkpoint_dir=root / "checkpoints" / head / run_id,
                 sample_weight=data.weights,
-                params=FinetuneParams.from_config(cfg.finetune),
+                params=params,
                 probe_C=cfg.probe.C,
                 progress=progress,
+                soft_targets=soft,
             )
+            if distill_from is not None:
+                student.params["distilled_from"] = distill_from
         student.params["origin_weights"] = dict(cfg.origin_weights)
         student.params["run_id"] = run_id
         student.save(tmp)

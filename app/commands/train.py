@@ -75,6 +75,10 @@ def register(cli: typer.Typer) -> None:
         head: str = typer.Option(..., "--head", help="classifier head (a file in labeling/heads or HEADS_DIR)"),
         kind: str = typer.Option("probe", "--kind", help="probe (frozen encoder + linear head, seconds) or finetune (whole encoder, Trainer)"),
         per_class: bool = typer.Option(False, "--per-class", help="also print per-label precision/recall/F1"),
+        layers: int | None = typer.Option(None, "--layers", help="finetune: keep only the encoder's first N layers (smaller, faster student)"),
+        distill_from: int | None = typer.Option(
+            None, "--distill-from", help="finetune: a model version id of this head to distil from (its probabilities are soft targets)"
+        ),
     ) -> None:
         """Train a student on the labelled pool, evaluate it on the holdout, record a model version."""
         from db.engine import session_scope
@@ -82,7 +86,7 @@ def register(cli: typer.Typer) -> None:
 
         with cli_errors(), session_scope() as session:
             with progress_bar(f"training {kind} for {head}") as update:
-                mv = train_head(session, head=head, kind=kind, progress=update)
+                mv = train_head(session, head=head, kind=kind, progress=update, layers=layers, distill_from=distill_from)
             counts = mv.train_counts or {}
             console.print(
                 f"model version [bold]{mv.id}[/bold] ({mv.kind}, encoder {mv.encoder}) trained on {counts.get('total')} "

@@ -238,3 +238,16 @@ def test_a_failure_after_training_leaves_no_folder_and_no_row(sqlite_engine, hea
         assert session.exec(select(ModelVersion)).first() is None
     students = tmp_path / "models" / "students"
     assert not [p for p in students.rglob("*") if p.is_file()]
+
+
+def test_distil_a_smaller_finetune_from_a_model_version(sqlite_engine, heads: Path, tmp_path: Path):
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        teacher = train_head(session, head="toy", kind="probe")
+        mv = train_head(session, head="toy", kind="finetune", layers=1, distill_from=teacher.id)
+        assert mv.params["encoder_layers"] == 1 and mv.params["distilled_from"] == teacher.id and mv.params["distilled"]
+        assert mv.metrics["n"] > 0
+        with pytest.raises(ValueError, match="apply to fine-tuned students only"):
+            train_head(session, head="toy", kind="probe", layers=1)
+        with pytest.raises(LookupError, match="no model version with id 999"):
+            train_head(session, head="toy", kind="finetune", distill_from=999)

@@ -147,3 +147,71 @@ def test_finetune_trains_every_kind(kind: str, tiny_encoder: Path, tmp_path: Pat
     # the encoder really changed
     base = new_student("probe", labels=labels, kind=kind, encoder=str(tiny_encoder), max_length=16)
     assert not np.allclose(base.embed(test_texts[:3]), again.embed(test_texts[:3]), atol=1e-4)
+
+
+def test_distillation_loss_by_hand():
+    import torch
+
+    from training.finetune import distillation_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    same = torch.softmax(logits, dim=1)
+    # a teacher that agrees exactly (T=1): KL is 0
+    assert float(distillation_loss(logits, same, "single", 1.0)[0]) == pytest.approx(0.0, abs=1e-6)
+    # T=2: teacher p^(1/2) renormalized vs softmax(z/2), times 4
+    q = np.array([0.7, 0.2, 0.1])
+    qt = np.sqrt(q) / np.sqrt(q).sum()
+    z = np.array([2.0, 0.0, -1.0]) / 2
+    pt = np.exp(z) / np.exp(z).sum()
+    expected = 4 * float((qt * np.log(qt / pt)).sum())
+    got = float(distillation_loss(logits, torch.from_numpy(q[None].astype(np.float32)), "single", 2.0)[0])
+    assert got == pytest.approx(expected, rel=1e-4)
+    # multi-label: binary cross-entropy against the teacher's probabilities, mean over labels
+    t = torch.tensor([[0.9, 0.2, 0.5]])
+    bce = -(t * torch.log(torch.sigmoid(logits)) + (1 - t) * torch.log(1 - torch.sigmoid(logits))).mean()
+    assert float(distillation_loss(logits, t, "multi", 2.0)[0]) == pytest.approx(float(bce), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_finetune_keeps_the_first_layers_and_follows_its_teacher(kind: str, tiny_encoder: Path, tmp_path: Path):
+    """A 1-layer student of the 2-layer tiny encoder, distilled with weight 1 from a teacher that swaps two
+    classes: it must learn the teacher's answers, not the labels (the labels get weight 0)."""
+    texts, values, labels = _data(kind, 90)
+    y = np.array([[labels.index(v) for v in ([vals] if isinstance(vals, str) else vals)] for vals in values], dtype=object)
+    # the teacher: "money" texts are "travel" and the other way round
+    swap = {labels.index("money"): labels.index("travel"), labels.index("travel"): labels.index("money")}
+    soft = np.full((len(texts), len(labels)), 0.02 if kind == "single" else 0.05, dtype=np.float32)
+    for i, idx in enumerate(y):
+        for j in idx:
+            soft[i, swap.get(j, j)] = 0.96 if kind == "single" else 0.95
+    if kind == "single":
+        soft /= soft.sum(axis=1, keepdims=True)
+    student = new_student("finetune", labels=labels, kind=kind, encoder=str(tiny_encoder))
+    params = FinetuneParams(learning_rate=1e-3, batch_size=16, epochs=6, max_length=16, early_stopping_patience=0,
+                            validation_fraction=0.1, layers=1, distill_weight=1.0, distill_temperature=1.0)
+    student.fit(texts, values, output_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", params=params, soft_targets=soft)
+    assert student.params["encoder_layers"] == 1 and student.params["distilled"] is True
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(student.encoder_path).num_hidden_layers == 1
+    student.save(tmp_path / "out")
+    again = load_student(tmp_path / "out")
+    test_texts, test_values, _ = _data(kind, 30, seed=1)
+    probs = again.predict_proba(test_texts)
+    assert np.abs(_torch_probs(again, test_texts) - probs).max() < 1e-4
+    money = [i for i, v in enumerate(test_values) if (v == "money" if kind == "single" else "money" in v)]
+    j_money, j_travel = labels.index("money"), labels.index("travel")
+    # money texts come out as the teacher says (travel), not as labelled
+    assert np.mean(probs[money, j_travel] > probs[money, j_money]) >= 0.8
+
+
+def test_finetune_refuses_bad_soft_targets_and_too_many_layers(tiny_encoder: Path, tmp_path: Path):
+    texts, values, labels = _data("single", 30)
+    student = new_student("finetune", labels=labels, kind="single", encoder=str(tiny_encoder))
+    small = FinetuneParams(epochs=1, max_length=16)
+    with pytest.raises(ValueError, match=r"soft_targets: expected the teacher's probabilities of shape \(30, 3\).*found shape \(30, 2\)"):
+        student.fit(texts, values, output_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca", params=small, soft_targets=np.full((30, 2), 0.5))
+    with pytest.raises(ValueError, match="must sum to 1"):
+        student.fit(texts, values, output_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb", params=small, soft_targets=np.full((30, 3), 0.5))
+    with pytest.raises(ValueError, match=r"has 2 transformer layers; expected 1\.\.2, found 5"):
+        student.fit(texts, values, output_dir=tmp_path / "c", checkpoint_dir=tmp_path / "cc", params=FinetuneParams(epochs=1, max_length=16, layers=5))
