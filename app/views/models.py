@@ -66,11 +66,33 @@ def _train_section(head: str) -> None:
         "Student", ["probe", "finetune"], horizontal=True, key=f"kind:{head}",
         help="probe: frozen encoder + linear head, seconds. finetune: the whole encoder, minutes to hours on a CPU.",
     )
+    options: dict[str, Any] = {}
     if kind == "finetune":
         st.caption("A fine-tune runs for minutes to hours on a CPU; you can keep browsing while it runs.")
+        o1, o2 = st.columns(2)
+        layers = o1.selectbox(
+            "Encoder layers", ["all", 1, 2, 3, 4, 5], key=f"layers:{head}",
+            help="Keep only the encoder's first N layers: a smaller student, about N/6 of the latency of "
+                 "all-MiniLM-L6-v2's 6 layers. Pair it with a teacher below.",
+        )
+        if layers != "all":
+            options["layers"] = int(layers)
+        try:
+            teachers = [v for v in queries.model_versions(ui.db_url(), head) if v["kind"] == "finetune"]
+        except Exception:  # noqa: BLE001 - the version list below shows the database error
+            teachers = []
+        by_id = {v["id"]: v for v in teachers}
+        teacher = o2.selectbox(
+            "Distil from", [None, *reversed(by_id)], key=f"distil:{head}",
+            format_func=lambda i: "no teacher (labels only)" if i is None else f"v{i} ({by_id[i].get('params', {}).get('encoder_layers', '?')} layers)",
+            help="A fine-tuned model version whose probabilities on the training texts become soft targets "
+                 "(knowledge distillation): a small student keeps most of a bigger one's accuracy.",
+        )
+        if teacher is not None:
+            options["distill_from"] = int(teacher)
     if c2.button("Train", key="train_go", type="primary"):
         ui.start("train", f"train:{head}", "training.service:train_head", label=f"training a {kind} for {head}",
-                 head=head, kind=kind)
+                 head=head, kind=kind, **options)
     ui.job_status(f"train:{head}", title="Training", on_result=_show_trained)
 
 

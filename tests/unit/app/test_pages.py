@@ -220,3 +220,30 @@ def test_an_uploaded_file_is_saved_and_imported(app_engine: Engine, tmp_path: Pa
     assert saved.parent == tmp_path / "var" / "data" / "uploads" and saved.name.endswith("-from_browser.csv")
     with Session(app_engine) as s:
         assert [m.text for m in s.exec(select(Message))] == ["thanks a lot!"]
+
+
+def test_finetune_options_reach_the_training_job(seeded: Seeded, app_engine: Engine, tmp_path: Path) -> None:
+    """Layers and a teacher chosen on the Models page are passed to train_head: a teacher whose folder is
+    gone fails the job with the service's message, before any training starts."""
+    from db import crud
+
+    with Session(app_engine) as s:
+        teacher = crud.add_model_version(s, head=seeded.head, kind="finetune", encoder="default",
+                                         params={"encoder_layers": 6}, metrics=seeded.metrics,
+                                         artifact_path=str(tmp_path / "gone"))
+        s.commit()
+        teacher_id = teacher.id
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    [r for r in at.radio if r.label == "Student"][0].set_value("finetune").run()
+    [sb for sb in at.selectbox if sb.label == "Encoder layers"][0].select(3).run()
+    distil = [sb for sb in at.selectbox if sb.label == "Distil from"][0]
+    assert distil.options == ["no teacher (labels only)", f"v{teacher_id} (6 layers)"]
+    distil.select(teacher_id).run()
+    [b for b in at.button if b.label == "Train"][0].click().run()
+    assert not _problems(at)
+    with Session(app_engine) as s:
+        job = s.exec(select(Job).where(Job.key == f"train:{seeded.head}")).one()
+    done = jobs.wait(app_engine, job.id, timeout=60)
+    assert done.status == jobs.FAILED
+    assert f"model version {teacher_id}" in done.error and "is missing" in done.error
