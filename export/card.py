@@ -15,6 +15,16 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _size_note(params: dict[str, Any]) -> str:
+    """", first 3 encoder layers, distilled from model version 12" for smaller/distilled fine-tunes."""
+    out = ""
+    if params.get("layers"):
+        out += f", first {params['layers']} encoder layers"
+    if params.get("distilled_from") is not None:
+        out += f", distilled from model version {params['distilled_from']}"
+    return out
+
+
 SUMMARY_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "micro_f1", "subset_accuracy", "ece")
 
 
@@ -41,7 +51,9 @@ def render_model_card(
             "",
         ]
     lines += [
-        f"- model version: {model_version.id} ({model_version.kind}, encoder `{model_version.encoder or '?'}`)",
+        f"- model version: {model_version.id} ({model_version.kind}, encoder `{model_version.encoder or '?'}`"
+        + _size_note(model_version.params or {})
+        + ")",
         f"- exported at: {manifest['exported_at']} (format version {manifest['format_version']})",
         f"- graph: token ids → probabilities, ONNX opset {manifest['opset']} "
         f"(`{manifest['files']['model']}` fp32"

@@ -263,3 +263,14 @@ def test_export_row_on_both_databases(session: Session, make_student) -> None:
     session.commit()
     stored = session.exec(select(Export)).one()
     assert stored.id == row.id and stored.passed and stored.parity["fp32"]["argmax_agreement"] == 1.0
+
+
+def test_card_says_a_smaller_student_was_distilled(db: Session, make_student) -> None:
+    head = get_head("intent")
+    mv = seed_model_version(db, head_def=head, student=make_student("intent"), n_holdout=40)
+    mv.params = {**(mv.params or {}), "layers": 3, "distilled_from": 7}
+    db.add(mv)
+    db.flush()
+    export_head(db, head="intent")
+    card = (final_dir("intent") / "model_card.md").read_text()
+    assert "first 3 encoder layers, distilled from model version 7" in card
