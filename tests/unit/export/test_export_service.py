@@ -52,6 +52,14 @@ def test_export_writes_the_whole_layout_and_records_the_row(db: Session, sqlite_
     )
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["format_version"] == 1 and manifest["head"] == "intent" and manifest["opset"] == 17
+    # traced with eager attention and fused by onnxruntime: one Attention op per layer, QAttention in INT8
+    assert manifest["exporter"] == "torchscript+ort-fusion"
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops
+    assert [n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node].count("QAttention") == 2
+    assert manifest["quantization"]["weight_type"] == "QUInt8"
     assert manifest["model_version_id"] == mv.id and manifest["passed"] is True and manifest["forced"] is False
     for name, digest in manifest["checksums"].items():
         assert sha256_file(out / name) == digest
