@@ -59,7 +59,7 @@ def test_export_writes_the_whole_layout_and_records_the_row(db: Session, sqlite_
     ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
     assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops
     assert [n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node].count("QAttention") == 2
-    assert manifest["quantization"]["weight_type"] == "QUInt8"
+    assert manifest["quantization"]["weight_type"] == "QInt8" and manifest["quantization"]["reduce_range"] is True
     assert manifest["model_version_id"] == mv.id and manifest["passed"] is True and manifest["forced"] is False
     for name, digest in manifest["checksums"].items():
         assert sha256_file(out / name) == digest
