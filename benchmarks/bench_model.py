@@ -18,8 +18,8 @@ In one run, on this machine:
 
 Writes bench-results/bench_model.json and bench-results/bench_model.md.
 
-    .venv/bin/python benchmarks/bench_model.py [--skip-finetune] [--finetune-epochs 1] [--finetune-subset 2000]
-                                               [--distill-layers 3|0] [--distill-epochs 4]
+    .venv/bin/python benchmarks/bench_model.py [--skip-finetune] [--finetune-epochs 3] [--finetune-subset 2000]
+                                               [--distill-layers 3|0] [--distill-epochs 4] [--keep DIR | --from DIR]
 """
 
 from __future__ import annotations
@@ -345,10 +345,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATASET, help="folder with train.csv and test.csv (text,category)")
     ap.add_argument("--skip-finetune", action="store_true", help="probe only (the finetune takes ~4 min/epoch on 2 idle cores)")
-    ap.add_argument("--finetune-epochs", type=float, default=None, help="epochs (default: the head default, 4)")
+    ap.add_argument("--finetune-epochs", type=float, default=3, help="epochs of the 6-layer fine-tune")
     ap.add_argument("--finetune-subset", type=int, default=None, help="train the finetune on this many random examples")
     ap.add_argument("--distill-layers", type=int, default=3, help="layers of the student distilled from the finetune (0: none)")
-    ap.add_argument("--distill-epochs", type=float, default=None, help="epochs of the distilled student (default: as the finetune)")
+    ap.add_argument("--distill-epochs", type=float, default=4, help="epochs of the distilled student")
     ap.add_argument("--distill-lr", type=float, default=8e-5, help="learning rate of the distilled student")
     ap.add_argument("--c-grid", default="3,10,30,100", help="probe C values tried on the validation split")
     ap.add_argument("--embed-backend", default="onnx", choices=["torch", "onnx"], help="encoder backend for the probe's embeddings (cached)")
