@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from active_learning.queue import Pick, build_batch, parse_mix, validate_mix
 from active_learning.stopping import compute_signals, stopping_set
+from active_learning.stopping import preload as preload_stopping
 from active_learning.strategies import STRATEGIES, EmptyPoolError, PoolExhaustedError, PoolView
 from db import crud
 from db.models import Message, QueueItem, Round, Split
@@ -188,6 +189,7 @@ def run_round(
     cold = reason_cold is not None
     if cold:
         chosen_mix = dict(COLD_START_MIX)
+    preload_stopping()  # the request is valid: small-text's import overlaps the retraining
     if seed is None:
         seed = _count_rounds(session, head)
     if progress:
@@ -214,7 +216,7 @@ def run_round(
         else:
             mv = crud.latest_model_version(session, head=head)
         step("train")
-        ids, probs = score_pool(session, head=head, model_version_id=mv.id)
+        ids, probs = score_pool(session, head=head, model_version_id=mv.id, for_selection=True)
         probs = np.asarray(probs, dtype=np.float64)
         step("score")
         emb = None

@@ -27,6 +27,7 @@ import numpy as np
 from active_learning.queue import build_batch, validate_mix
 from active_learning.stopping import compute_signals, stopping_set
 from active_learning.strategies import PoolView
+from training.semi_supervised import PseudoLabelParams
 
 Progress = Callable[[int, int | None], Any] | None
 EmbedFn = Callable[..., np.ndarray]
@@ -44,26 +45,30 @@ class Arm:
     name: str
     mix: dict[str, float]
     teacher: bool = False
+    semi: bool = False  # semi-supervised student: pseudo-labels for the unlabelled pool (SimulationConfig.pseudo_labels)
 
     def __post_init__(self) -> None:
         self.mix = validate_mix(self.mix)
 
 
 def parse_arm(spec: str) -> Arm:
-    """``"margin"``, ``"teacher+disagreement"``, ``"teacher+disagreement=0.5,margin=0.5"`` or
-    ``"name:teacher+margin=0.5,diversity=0.5"`` → Arm."""
+    """``"margin"``, ``"teacher+disagreement"``, ``"teacher+disagreement=0.5,margin=0.5"``,
+    ``"semi+margin_diversity"`` (semi-supervised student) or ``"name:teacher+margin=0.5,diversity=0.5"`` → Arm."""
     label = None
     if ":" in spec:
         label, _, spec = spec.partition(":")
-    teacher = spec.startswith("teacher+")
-    body = spec.removeprefix("teacher+")
+    body = spec
+    teacher = semi = False
+    while body.startswith(("teacher+", "semi+")):
+        head_, _, body = body.partition("+")
+        teacher, semi = teacher or head_ == "teacher", semi or head_ == "semi"
     if "=" in body:
         from active_learning.queue import parse_mix
 
         mix = parse_mix(body)
     else:
         mix = validate_mix({body: 1.0})
-    return Arm(name=label or spec, mix=mix, teacher=teacher)
+    return Arm(name=label or spec, mix=mix, teacher=teacher, semi=semi)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class SimulationConfig:
     teacher_similar_k: int = 3
     teacher_weight: float = 0.5  # the head's origin_weights["llm"]
     C: float = 10.0
+    pseudo_labels: PseudoLabelParams = field(default_factory=PseudoLabelParams)  # for "semi+" arms
     class_weight: str | None = "balanced"
     max_iter: int = 2000
     warm_start: bool = True
@@ -252,6 +258,12 @@ class ProbeStudent:
         return out
 
 
+def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
+    from training.students import ProbeStudent as ProductProbe
+
+    return ProductProbe(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path="", encoder=cfg.encoder)
+
+
 # --- one run --------------------------------------------------------------------------------------
 
 
@@ -290,18 +302,31 @@ def run_curve(
     stop_state: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
     rnd = 0
+    semi = _semi_student(n_classes, cfg) if arm.semi and not arm.teacher and cfg.pseudo_labels.enabled else None
     while True:
         t0 = time.perf_counter()
         if arm.teacher:
             y_train = np.where(labelled, y_pool, t_labels)
             w = np.where(labelled, 1.0, cfg.teacher_weight)
             student.fit(x_pool, y_train, sample_weight=w)
+        elif semi is not None:
+            # the product's semi-supervised probe (training.students.ProbeStudent): supervised head, then
+            # pseudo-labels for the unlabelled pool, refit; the round ranks by the supervised head
+            semi.fit_embeddings(
+                x_pool[labelled], y_pool[labelled], C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter,
+                unlabelled=x_pool[~labelled], pseudo_labels=cfg.pseudo_labels,
+            )
         else:
             student.fit(x_pool[labelled], y_pool[labelled])
         t_fit = time.perf_counter() - t0
-        probs = student.predict_proba(x_pool)
+        if semi is not None:
+            probs = semi.selection_proba_from_embeddings(x_pool).astype(np.float64)
+            test_pred = semi.proba_from_embeddings(x_test).argmax(axis=1)
+        else:
+            probs = student.predict_proba(x_pool)
+            test_pred = student.predict_proba(x_test).argmax(axis=1)
         t_score = time.perf_counter() - t0 - t_fit
-        m = _metrics(y_test, student.predict_proba(x_test).argmax(axis=1))
+        m = _metrics(y_test, test_pred)
         signals, stop_state = compute_signals(
             ids=stop_ids,
             predictions=probs[stop_ids].argmax(axis=1),

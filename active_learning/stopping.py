@@ -17,6 +17,8 @@ kappa history) is a plain dict stored on the Round row and handed back next roun
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,31 @@ class StoppingConfig:
     window: int = 3
     change_threshold: float = 0.01
     uncertainty_threshold: float = 0.05
+
+
+_preload_thread: threading.Thread | None = None
+
+
+def preload() -> None:
+    """Import small-text's stopping criteria in a background thread. ``import small_text`` pulls in torch
+    and transformers (~9 s on 2 cores); a round starts this first, so the import overlaps retraining and
+    rescoring instead of adding to the round (every ``distilloop select`` is a fresh process)."""
+    global _preload_thread
+    if _preload_thread is not None or "small_text.stopping_criteria" in sys.modules:
+        return
+    # what both threads would import: loaded here first, so the two never wait on each other's module locks
+    import scipy.sparse  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+    def work() -> None:
+        try:
+            import small_text.stopping_criteria  # noqa: F401
+        except Exception:  # noqa: BLE001  (compute_signals imports it again and reports the error)
+            pass
+
+    _preload_thread = threading.Thread(target=work, name="small-text-preload", daemon=True)
+    _preload_thread.start()
 
 
 def stopping_set(ids: np.ndarray, size: int = STOPPING_SET_SIZE) -> np.ndarray:

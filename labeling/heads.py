@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,12 +44,30 @@ class LabelDef(BaseModel):
     examples: list[str] = Field(default_factory=list)
 
 
+class PseudoLabelConfig(BaseModel):
+    """Semi-supervised probe (training.semi_supervised): pool messages with no label get pseudo-labels by
+    label propagation over a kNN graph of embeddings, and the probe is refitted on them, down-weighted.
+    Single-label and binary heads; ignored for multi-label heads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "knn"] = Field("none", description="'knn': pseudo-label the unlabelled pool; 'none': human/teacher labels only")
+    weight: float = Field(0.3, gt=0, le=1, description="sample weight of a pseudo-label (a human label weighs 1)")
+    k: int = Field(10, ge=1, le=100, description="neighbours per message in the kNN graph")
+    alpha: float = Field(0.5, ge=0, lt=1, description="share of the neighbours' labels at each propagation step")
+    iterations: int = Field(10, ge=0, le=100)
+    temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature turning neighbour similarities into weights")
+    min_confidence: float = Field(0.0, ge=0, lt=1, description="leave out pseudo-labels whose propagated probability is lower")
+    max_unlabelled: int | None = Field(50_000, ge=1, description="at most this many unlabelled messages (a seeded sample)")
+
+
 class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     C: float = Field(10.0, gt=0)
     class_weight: str | None = "balanced"
     max_iter: int = Field(2000, ge=10)
+    pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
 
 
 class FinetuneConfig(BaseModel):

@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 from db import crud
 from db.models import Message, ModelVersion, QueueItem, Split
 from training.evaluation import evaluate_student, evaluate_teacher, headline
+from training.semi_supervised import PseudoLabelParams
 from training.students import (
     METHODS,
     Progress,
@@ -104,6 +105,15 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
         out.weights.append(w)
     out.skipped = dict(skipped)
     return out
+
+
+def unlabelled_texts(session: Session, *, head: str) -> list[str]:
+    """Pool messages with no label of any origin for ``head`` (and not bound for the holdout): what a
+    semi-supervised probe pseudo-labels."""
+    labelled = set(crud.effective_labels(session, head=head, split=Split.POOL))
+    holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
+    rows = session.exec(select(Message.id, Message.text).where(Message.split == Split.POOL).order_by(Message.id))
+    return [text for mid, text in rows if mid not in labelled and mid not in holdout_bound]
 
 
 @dataclass
@@ -233,7 +243,12 @@ def train_head(
     moved = False
     try:
         if kind == "probe":
-            student.fit(data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, progress=progress)
+            pseudo = PseudoLabelParams.from_config(cfg.probe.pseudo_labels)
+            unlabelled = unlabelled_texts(session, head=head) if pseudo.enabled and hd.kind.value != "multi" else None
+            student.fit(
+                data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight,
+                max_iter=cfg.probe.max_iter, progress=progress, unlabelled_texts=unlabelled, pseudo_labels=pseudo,
+            )
         else:
             from training.finetune import FinetuneParams
 
@@ -330,15 +345,29 @@ def evaluate_head(session: Session, *, head: str, model_version_id: int | None =
 
 
 def score_pool(
-    session: Session, *, head: str, model_version_id: int | None = None, progress: Progress = None, backend: str = "onnx-int8"
+    session: Session,
+    *,
+    head: str,
+    model_version_id: int | None = None,
+    progress: Progress = None,
+    backend: str = "onnx-int8",
+    for_selection: bool = False,
 ) -> tuple[list[int], np.ndarray]:
     """Probabilities of every pool message under a model version (default: the latest).
 
     Bulk scoring embeds with the INT8 ONNX encoder by default (what the exported INT8 model computes;
-    several times faster than fp32); ``backend="onnx"`` gives the exact fp32 numbers."""
+    several times faster than fp32); ``backend="onnx"`` gives the exact fp32 numbers. ``for_selection``:
+    the probabilities active learning ranks by: a semi-supervised probe's supervised head (before its
+    pseudo-labels), else the student's own."""
     mv = get_model_version(session, head=head, model_version_id=model_version_id)
     student = load_model_version_student(mv)
     rows = list(session.exec(select(Message.id, Message.text).where(Message.split == Split.POOL).order_by(Message.id)))
     ids = [int(r[0]) for r in rows]
-    probs = student.predict_proba([r[1] for r in rows], progress=progress, backend=backend)
+    texts = [r[1] for r in rows]
+    if for_selection and getattr(student, "supervised_head", None) is not None:
+        if not texts:
+            return ids, np.zeros((0, len(student.labels)), dtype=np.float32)
+        emb = student.embed(texts, progress=progress, backend=backend)
+        return ids, student.selection_proba_from_embeddings(emb)
+    probs = student.predict_proba(texts, progress=progress, backend=backend)
     return ids, probs

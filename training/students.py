@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from training.encoder import embed, resolve_encoder
+from training.semi_supervised import PseudoLabelParams
 
 STUDENT_FORMAT = 1
 KINDS = ("single", "multi", "binary")
@@ -230,7 +231,7 @@ def load_student(directory: Path | str) -> Student:
         raise ValueError(f"{folder}: its encoder folder {enc} does not exist any more; retrain the head or restore the encoder")
     arrays = np.load(folder / "head.npz")
     cls = ProbeStudent if cfg["method"] == "probe" else _finetune_class()
-    return cls(
+    student = cls(
         labels=cfg["labels"],
         kind=cfg["kind"],
         encoder_path=str(enc),
@@ -244,6 +245,10 @@ def load_student(directory: Path | str) -> Student:
         params=cfg.get("params", {}),
         embed_backend=cfg.get("embed_backend", "onnx"),
     )
+    if isinstance(student, ProbeStudent) and (folder / "head_supervised.npz").is_file():
+        sup = np.load(folder / "head_supervised.npz")
+        student.supervised_head = (sup["weight"], sup["bias"])
+    return student
 
 
 def _finetune_class() -> type[Student]:
@@ -296,6 +301,7 @@ class ProbeStudent(Student):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("method", "probe")
         super().__init__(**kwargs)
+        self.supervised_head: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit_embeddings(
         self,
@@ -307,13 +313,109 @@ class ProbeStudent(Student):
         class_weight: str | None = "balanced",
         max_iter: int = 2000,
         tune: bool = True,
+        unlabelled: np.ndarray | None = None,
+        pseudo_labels: PseudoLabelParams | None = None,
     ) -> ProbeStudent:
-        """Fit the head on embeddings. ``y``: class indices (single/binary) or a 0/1 matrix (multi)."""
+        """Fit the head on embeddings. ``y``: class indices (single/binary) or a 0/1 matrix (multi).
+
+        Semi-supervised (single-label and binary heads): with ``unlabelled`` embeddings (pool messages
+        without any label) and ``pseudo_labels`` enabled, the supervised head is fitted first, the unlabelled
+        messages get pseudo-labels by label propagation (:mod:`training.semi_supervised`), and the head is
+        refitted on both, pseudo-labels down-weighted. The supervised head is kept beside the final one
+        (:meth:`selection_proba_from_embeddings`): active learning ranks by what the human labels taught,
+        since the refitted head is confident on every message it pseudo-labelled."""
         from threadpoolctl import threadpool_limits
 
         check_trainable(y, self.labels, self.kind)
         with threadpool_limits(limits=1):  # BLAS/OpenMP threads spin and thrash when the CPU is shared
-            return self._fit_embeddings(emb, y, sample_weight=sample_weight, C=C, class_weight=class_weight, max_iter=max_iter, tune=tune)
+            self._fit_embeddings(emb, y, sample_weight=sample_weight, C=C, class_weight=class_weight, max_iter=max_iter, tune=tune)
+            self.supervised_head = None
+            self.params.pop("pseudo_labels", None)
+            if pseudo_labels is not None and pseudo_labels.enabled:
+                if self.kind == "multi":
+                    self.params["pseudo_labels"] = {"method": "none", "skipped": "pseudo-labels are for single-label and binary heads"}
+                elif unlabelled is not None and len(unlabelled):
+                    self._refit_with_pseudo_labels(emb, y, sample_weight, unlabelled, pseudo_labels, C=C, class_weight=class_weight, max_iter=max_iter)
+                else:
+                    self.params["pseudo_labels"] = {**pseudo_labels.as_dict(), "n": 0}
+        return self
+
+    def _refit_with_pseudo_labels(
+        self, emb: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, unlabelled: np.ndarray, pl: PseudoLabelParams, *, C: float, class_weight: str | None, max_iter: int
+    ) -> None:
+        from training.semi_supervised import pseudo_label
+
+        t0 = time.perf_counter()
+        w0, b0 = self._check_fitted()
+        probs_u = self.proba_from_embeddings(unlabelled).astype(np.float64)
+        rows, pseudo, conf = pseudo_label(emb, y, unlabelled, probs_u, pl)
+        x = np.concatenate([emb, np.asarray(unlabelled, dtype=emb.dtype)[rows]])
+        yy = np.concatenate([y, pseudo]).astype(np.int64)
+        sw0 = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        sw = np.concatenate([sw0, np.full(len(rows), pl.weight)])
+        # class weights from the real labels: pseudo-labels must not re-balance the classes
+        cw = _class_weight_dict(y, len(self.labels), class_weight)
+        supervised = (w0.copy(), b0.copy())
+        fit_s = self.params.get("fit_seconds")
+        self._fit_single(x, yy, sw, C=C, class_weight=cw, max_iter=max_iter, init=supervised)
+        self.supervised_head = supervised
+        agree = float(np.mean(pseudo == probs_u[rows].argmax(axis=1))) if len(rows) else 1.0
+        self.params.update(
+            {
+                "n_train": int(len(y)),
+                "fit_seconds": round((fit_s or 0.0) + time.perf_counter() - t0, 3),
+                "pseudo_labels": {
+                    **pl.as_dict(),
+                    "n": int(len(rows)),
+                    "unlabelled": int(len(unlabelled)),
+                    "mean_confidence": round(float(conf.mean()), 4) if len(conf) else None,
+                    "agree_with_supervised": round(agree, 4),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                },
+            }
+        )
+
+    def selection_proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
+        """Probabilities for active learning: the supervised head's when the student was refitted with
+        pseudo-labels, else the student's own."""
+        if self.supervised_head is None:
+            return self.proba_from_embeddings(emb)
+        w, b = self.supervised_head
+        return softmax(emb.astype(np.float32) @ w.T + b).astype(np.float32)
+
+    def save(self, directory: Path | str) -> Path:
+        out = super().save(directory)
+        if self.supervised_head is not None:
+            w, b = self.supervised_head
+            np.savez(out / "head_supervised.npz", weight=w.astype(np.float32), bias=b.astype(np.float32))
+        else:
+            (out / "head_supervised.npz").unlink(missing_ok=True)
+        return out
+
+    def _fit_single(
+        self, emb: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, *, C: float, class_weight: dict[int, float] | None, max_iter: int,
+        init: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Multinomial logistic regression → (W, b) rows in label order; ``init`` warm-starts from a head."""
+        from sklearn.linear_model import LogisticRegression
+
+        k, dim = len(self.labels), emb.shape[1]
+        w = np.zeros((k, dim), dtype=np.float32)
+        b = np.full(k, _NEG, dtype=np.float32)
+        classes = sorted(int(c) for c in np.unique(y))
+        clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter, warm_start=init is not None and len(classes) > 2)
+        if init is not None and len(classes) > 2:
+            clf.coef_ = init[0][classes].astype(np.float64)
+            clf.intercept_ = init[1][classes].astype(np.float64)
+        clf.fit(emb, y, sample_weight=sample_weight)
+        classes = [int(c) for c in clf.classes_]
+        if len(classes) == 2:  # sklearn keeps one row for two classes: logits [0, z]
+            w[classes[0]], b[classes[0]] = 0.0, 0.0
+            w[classes[1]], b[classes[1]] = clf.coef_[0], clf.intercept_[0]
+        else:
+            for r, c in enumerate(classes):
+                w[c], b[c] = clf.coef_[r], clf.intercept_[r]
+        self.weight, self.bias = w, b
 
     def _fit_embeddings(self, emb: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None, C: float, class_weight: str | None, max_iter: int, tune: bool) -> ProbeStudent:
         from sklearn.linear_model import LogisticRegression
@@ -335,16 +437,7 @@ class ProbeStudent(Student):
             if tune and len(y) >= 20:
                 self.label_thresholds = tune_thresholds(y, _cv_multi_probs(emb, y, sample_weight, C, class_weight, max_iter), default=self.multi_label_threshold)
         else:
-            clf = LogisticRegression(C=C, class_weight=_class_weight_dict(y, k, class_weight), max_iter=max_iter)
-            clf.fit(emb, y, sample_weight=sample_weight)
-            classes = [int(c) for c in clf.classes_]
-            if len(classes) == 2:  # sklearn keeps one row for two classes: logits [0, z]
-                w[classes[0]], b[classes[0]] = 0.0, 0.0
-                w[classes[1]], b[classes[1]] = clf.coef_[0], clf.intercept_[0]
-            else:
-                for r, c in enumerate(classes):
-                    w[c], b[c] = clf.coef_[r], clf.intercept_[r]
-            self.weight, self.bias = w, b
+            self._fit_single(emb, y, sample_weight, C=C, class_weight=_class_weight_dict(y, k, class_weight), max_iter=max_iter)
         self.params.update(
             {
                 "C": C,
@@ -366,13 +459,20 @@ class ProbeStudent(Student):
         class_weight: str | None = "balanced",
         max_iter: int = 2000,
         progress: Progress = None,
+        unlabelled_texts: Sequence[str] | None = None,
+        pseudo_labels: PseudoLabelParams | None = None,
     ) -> ProbeStudent:
-        """Embed ``texts`` (cached) and fit the head on their label ``values``."""
+        """Embed ``texts`` (cached) and fit the head on their label ``values``; with ``pseudo_labels``
+        enabled, ``unlabelled_texts`` (pool messages without a label) get pseudo-labels (see
+        :meth:`fit_embeddings`)."""
         y = targets_matrix(values, self.labels, self.kind)
         check_trainable(y, self.labels, self.kind)
         emb = self.embed(list(texts), progress=progress)
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        return self.fit_embeddings(emb, y, sample_weight=sw, C=C, class_weight=class_weight, max_iter=max_iter)
+        unl = None
+        if pseudo_labels is not None and pseudo_labels.enabled and unlabelled_texts and self.kind != "multi":
+            unl = self.embed(list(unlabelled_texts))
+        return self.fit_embeddings(emb, y, sample_weight=sw, C=C, class_weight=class_weight, max_iter=max_iter, unlabelled=unl, pseudo_labels=pseudo_labels)
 
 
 def _cv_multi_probs(emb: np.ndarray, y: np.ndarray, sw: np.ndarray | None, C: float, class_weight: str | None, max_iter: int) -> np.ndarray:

@@ -206,3 +206,45 @@ def test_bad_input_writes_nothing(sqlite_engine, heads: Path, kwargs: dict, erro
 def test_unknown_head(sqlite_engine, heads: Path) -> None:
     with Session(sqlite_engine) as session, pytest.raises(ValueError, match="known heads"):
         run_round(session, head="nope", n=3)
+
+
+def test_semi_supervised_round_pseudo_labels_the_unlabelled_pool_and_ranks_by_the_supervised_head(sqlite_engine, heads: Path) -> None:
+    from training.service import load_model_version_student, score_pool
+
+    doc = yaml.safe_load((heads / "toy.yaml").read_text())
+    doc["student"]["probe"] = {"pseudo_labels": {"method": "knn", "weight": 0.3, "k": 5}}
+    (heads / "toy.yaml").write_text(yaml.safe_dump(doc))
+    with Session(sqlite_engine) as session:
+        ids = _seed(session)
+        rnd = run_round(session, head="toy", n=10, mix="margin=1")
+        session.commit()
+        mv = session.get(ModelVersion, rnd.model_version_id)
+        info = mv.params["pseudo_labels"]
+        assert info["method"] == "knn" and info["k"] == 5
+        assert info["n"] == info["unlabelled"] == len(ids["unlabelled"])  # every pool message without a label
+        assert mv.train_counts["total"] == 90  # the recorded training set is the real labels only
+        student = load_model_version_student(mv)
+        assert student.supervised_head is not None
+        _, own = score_pool(session, head="toy", model_version_id=mv.id)
+        pool_ids, sel = score_pool(session, head="toy", model_version_id=mv.id, for_selection=True)
+        assert not np.allclose(own, sel)
+        # the queue's student answers are the supervised head's (what the margin ranked)
+        pos = {m: i for i, m in enumerate(pool_ids)}
+        for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)):
+            assert q.student_confidence == pytest.approx(float(sel[pos[q.message_id]].max()), abs=1e-5)
+
+
+def test_stopping_preload_imports_small_text_once_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from active_learning import stopping
+
+    monkeypatch.setattr(stopping, "_preload_thread", None)
+    monkeypatch.delitem(sys.modules, "small_text.stopping_criteria", raising=False)
+    stopping.preload()
+    thread = stopping._preload_thread
+    assert thread is not None and thread.daemon
+    stopping.preload()  # a second call starts nothing new
+    assert stopping._preload_thread is thread
+    thread.join(timeout=120)
+    assert "small_text.stopping_criteria" in sys.modules

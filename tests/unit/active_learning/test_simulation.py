@@ -117,3 +117,34 @@ def test_bad_configurations_are_refused(dataset: Path) -> None:
 def test_labels_to_reach() -> None:
     assert labels_to_reach([200, 400, 600], [0.5, 0.9, 0.95], 0.9) == 400
     assert labels_to_reach([200, 400], [0.5, 0.6], 0.9) is None
+
+
+def test_parse_arm_semi_and_teacher_prefixes() -> None:
+    a = parse_arm("semi+margin_diversity")
+    assert a.semi and not a.teacher and a.mix == {"margin_diversity": 1.0} and a.name == "semi+margin_diversity"
+    b = parse_arm("both:teacher+semi+disagreement=0.5,margin=0.5")
+    assert b.semi and b.teacher and b.name == "both" and b.mix == {"disagreement": 0.5, "margin": 0.5}
+    assert not parse_arm("teacher+margin").semi
+
+
+def test_semi_arm_trains_the_product_probe_with_pseudo_labels(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.semi_supervised import PseudoLabelParams
+    from training.students import ProbeStudent
+
+    seen: list[dict] = []
+    real = ProbeStudent.fit_embeddings
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        seen.append(dict(self.params.get("pseudo_labels") or {}))
+        return out
+
+    monkeypatch.setattr(ProbeStudent, "fit_embeddings", spy)
+    cfg = SimulationConfig(dataset=str(dataset), arms=[parse_arm("margin"), parse_arm("semi+margin")], seeds=[0], initial=30,
+                           step=30, max_labels=90, target_accuracy=0.5, output_dir=tmp_path / "sim",
+                           pseudo_labels=PseudoLabelParams(k=5))
+    result = run_simulation(cfg, embed_fn=fake_embed)
+    # one product fit per round of the semi arm (30, 60, 90 labels), each pseudo-labelling the rest of the pool
+    assert [s["n"] for s in seen] == [528 - 30, 528 - 60, 528 - 90]
+    assert [s["arm"] for s in result["summary"]] == ["margin", "semi+margin"]
+    assert all(s["mean_accuracy_over_curve"] > 0.5 for s in result["summary"])
