@@ -2,8 +2,8 @@
 
 The graph is traced with eager attention and then fused by onnxruntime's transformer optimizer (one
 ``Attention`` op per layer, ``SkipLayerNormalization``, ``BiasGelu``, ``EmbedLayerNormalization``): on this
-2-core AVX2 machine that took a 3-layer student's INT8 ``predict()`` from 2.82 to 2.52 ms (sdpa-traced graph
-vs fused, same run). Weights are quantized to 7-bit signed INT8 (``reduce_range``): with full-range signed
+2-core AVX2 machine that took a 3-layer student's INT8 batch-1 call (tokenizing + session run, 1 thread) from
+2.82 to 2.52 ms (sdpa-traced graph vs fused, same run). Weights are quantized to 7-bit signed INT8 (``reduce_range``): with full-range signed
 weights the AVX2 kernel (``vpmaddubsw``, u8 × s8 pairs summed into int16) saturates, which cost the same
 student 0.56 point of BANKING77 accuracy (fp32 0.9364, INT8 0.9308; 7-bit: 0.9344, as fast).
 
@@ -113,7 +113,8 @@ def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
     # MiniLM-L6, and no slower (quantizing only MatMul/Gemm keeps the 47 MB fp32 embedding table).
     # 7-bit weights (reduce_range) so that the AVX2 u8×s8 kernel cannot saturate. Measured on BANKING77, same
     # run, fused graphs: 3-layer student fp32 0.9364 → QInt8 0.9308 / 7-bit QInt8 0.9344 / QUInt8 0.9357, at
-    # 1026 / 1049 / 805 msg/s (2 threads) and 1.98 / 1.99 / 2.23 ms per predict() (1 thread); 6-layer
+    # 1026 / 1049 / 805 msg/s (batched model calls, 2 threads) and 1.98 / 1.99 / 2.23 ms per batch-1 call
+    # (tokenizing + session run, 1 thread); 6-layer
     # fine-tune fp32 0.9373 → 0.9386 / 0.9386 / 0.9364. Per-channel scales: on a BANKING77 probe, INT8
     # agreed with fp32 on 98.0% of test argmaxes (per-tensor: 95.7%).
     options = {"weight_type": "QInt8", "per_channel": True, "reduce_range": True, "op_types": "all"}

@@ -146,10 +146,11 @@ def _read_pid() -> int | None:
         pid = int(path.read_text().strip())
     except ValueError:
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (one of our children that exited)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -262,7 +263,7 @@ def _wait_ready(
             progress(int(elapsed), int(timeout))
         if health(url):
             return status(check_token=True, message=message)
-        if not _alive(pid):
+        if not pid_alive(pid):
             paths["pid"].unlink(missing_ok=True)
             raise StudioError(f"Label Studio exited while starting; the end of its log {paths['log']}:\n{_log_tail(paths['log'])}")
         if elapsed > timeout:
@@ -289,14 +290,14 @@ def stop(*, timeout: float = 30.0) -> bool:
         return False
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.2)
-    if _alive(pid):
+    if pid_alive(pid):
         _signal_group(pid, signal.SIGKILL)
         for _ in range(50):
             _reap(pid)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 break
             time.sleep(0.1)
     _reap(pid)

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import ShadowLog
+from labeling.studio import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,6 @@ def _insert_ignoring_duplicates(engine: Engine, rows: list[dict[str, Any]]) -> i
         if fresh:
             conn.execute(insert(table), fresh)
         return len(fresh)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ShadowLogger:
@@ -368,7 +359,7 @@ class ShadowLogger:
                     pid = int(marker.stem.split("-")[1])
                 except (IndexError, ValueError):
                     continue
-                if pid != os.getpid() and not _pid_alive(pid):
+                if pid != os.getpid() and not pid_alive(pid):
                     note = (
                         f"a shadow writer (pid {pid}, started {marker.read_text(encoding='utf-8').strip()}) stopped "
                         f"without a clean shutdown: up to its flush interval (<= {MAX_FLUSH_INTERVAL_S:g} s) of shadow "

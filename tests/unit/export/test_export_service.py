@@ -154,6 +154,14 @@ def _first_export(db: Session, make_student) -> tuple[Path, dict[str, str]]:
     return out, {p.name: sha256_file(p) for p in out.iterdir()}
 
 
+def _assert_previous_export_kept(db: Session, engine: Engine, out: Path, before: dict[str, str]) -> None:
+    """After a failed second export: the first one's files unchanged, no staging leftovers, one Export row."""
+    db.rollback()
+    assert {p.name: sha256_file(p) for p in out.iterdir()} == before
+    assert _leftovers(out.parent) == []
+    assert _count_exports(engine) == 1
+
+
 def test_failure_mid_way_keeps_the_previous_export(db: Session, sqlite_engine: Engine, make_student, monkeypatch) -> None:
     out, before = _first_export(db, make_student)
 
@@ -163,10 +171,7 @@ def test_failure_mid_way_keeps_the_previous_export(db: Session, sqlite_engine: E
     monkeypatch.setattr("export.card.render_model_card", broken_card)
     with pytest.raises(OSError, match="simulated"):
         export_head(db, head="intent")
-    db.rollback()
-    assert {p.name: sha256_file(p) for p in out.iterdir()} == before
-    assert _leftovers(out.parent) == []
-    assert _count_exports(sqlite_engine) == 1
+    _assert_previous_export_kept(db, sqlite_engine, out, before)
 
 
 def test_failed_swap_puts_the_previous_export_back(db: Session, sqlite_engine: Engine, make_student, monkeypatch) -> None:
@@ -181,10 +186,7 @@ def test_failed_swap_puts_the_previous_export_back(db: Session, sqlite_engine: E
     monkeypatch.setattr("export.layout.os.rename", rename)
     with pytest.raises(OSError, match="simulated"):
         export_head(db, head="intent")
-    db.rollback()
-    assert {p.name: sha256_file(p) for p in out.iterdir()} == before
-    assert _leftovers(out.parent) == []
-    assert _count_exports(sqlite_engine) == 1
+    _assert_previous_export_kept(db, sqlite_engine, out, before)
 
 
 def test_failed_db_write_undoes_the_swap(db: Session, sqlite_engine: Engine, make_student, monkeypatch) -> None:
@@ -196,10 +198,7 @@ def test_failed_db_write_undoes_the_swap(db: Session, sqlite_engine: Engine, mak
     monkeypatch.setattr(service, "Export", broken_row)
     with pytest.raises(RuntimeError, match="simulated"):
         export_head(db, head="intent")
-    db.rollback()
-    assert {p.name: sha256_file(p) for p in out.iterdir()} == before
-    assert _leftovers(out.parent) == []
-    assert _count_exports(sqlite_engine) == 1
+    _assert_previous_export_kept(db, sqlite_engine, out, before)
 
 
 def test_unwritable_export_directory(db: Session, sqlite_engine: Engine, make_student, monkeypatch, tmp_path) -> None:
