@@ -23,7 +23,6 @@ from sqlmodel import Session, col, select
 
 from active_learning.queue import Pick, build_batch, parse_mix, validate_mix
 from active_learning.stopping import compute_signals, stopping_set
-from active_learning.stopping import preload as preload_stopping
 from active_learning.strategies import STRATEGIES, EmptyPoolError, PoolExhaustedError, PoolView
 from db import crud
 from db.models import Message, QueueItem, Round, Split
@@ -115,8 +114,8 @@ def _count_rounds(session: Session, head: str) -> int:
     return len(list(session.exec(select(Round.id).where(Round.head == head))))
 
 
-def _trainable(session: Session, head: str) -> str | None:
-    """None when the head's current labels can train a student, else why not."""
+def _trainable(session: Session, head: str) -> tuple[str | None, Any]:
+    """(None, the training set) when the head's current labels can train a student, else (why not, the set)."""
     from labeling.heads import get_head
     from training.service import training_set
     from training.students import TrainingDataError, check_trainable, targets_matrix
@@ -126,8 +125,8 @@ def _trainable(session: Session, head: str) -> str | None:
     try:
         check_trainable(targets_matrix(data.values, hd.label_names, hd.kind.value), hd.label_names, hd.kind.value, head=head)
     except TrainingDataError as e:
-        return str(e)
-    return None
+        return str(e), data
+    return None, data
 
 
 def run_round(
@@ -180,7 +179,7 @@ def run_round(
             f"({excluded['human_labelled']} labelled by a human, {excluded['queued']} waiting in the queue); "
             f"ask for at most {len(candidates)}"
         )
-    reason_cold = _trainable(session, head) if retrain else None
+    reason_cold, training_data = _trainable(session, head) if retrain else (None, None)
     if not retrain and crud.latest_model_version(session, head=head) is None:
         raise ValueError(
             f"head {head!r} has no model yet: run `distilloop select --head {head}` without --no-retrain "
@@ -189,7 +188,6 @@ def run_round(
     cold = reason_cold is not None
     if cold:
         chosen_mix = dict(COLD_START_MIX)
-    preload_stopping()  # the request is valid: small-text's import overlaps the retraining
     if seed is None:
         seed = _count_rounds(session, head)
     if progress:
@@ -212,7 +210,7 @@ def run_round(
         from training.service import score_pool, train_head
 
         if retrain:
-            mv = train_head(session, head=head, kind="probe")
+            mv = train_head(session, head=head, kind="probe", data=training_data)
         else:
             mv = crud.latest_model_version(session, head=head)
         step("train")

@@ -7,6 +7,12 @@ Three published criteria:
   reaches ``kappa`` (0.99).
 - **ClassificationChange** (Zhu, Wang & Hovy 2008, small-text ``ClassificationChange``): stop when at most
   ``threshold`` of the stopping set changed its predicted class since the previous round.
+
+  Both follow small-text's implementations step for step (kappa from scikit-learn's ``cohen_kappa_score``,
+  1.0 on perfect agreement; a test runs them side by side with small-text's classes) but do not import
+  small-text: ``import small_text`` loads torch and transformers, 7-9 s of CPU in every fresh
+  ``distilloop select`` process, and an import running in a background thread slowed the round's SQLite
+  reads several-fold (each read waits for the importing thread to hand back the GIL).
 - **OverallUncertainty** (Zhu, Wang & Hovy 2008, small-text ``OverallUncertainty``): stop when the mean
   normalized prediction entropy over the unlabelled pool falls below ``threshold``. Computed with the same
   formula as small-text, vectorized (small-text applies scipy's entropy row by row: ~7 s on 10k rows).
@@ -17,8 +23,6 @@ kappa history) is a plain dict stored on the Round row and handed back next roun
 
 from __future__ import annotations
 
-import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,36 +39,30 @@ class StoppingConfig:
     uncertainty_threshold: float = 0.05
 
 
-_preload_thread: threading.Thread | None = None
-
-
-def preload() -> None:
-    """Import small-text's stopping criteria in a background thread. ``import small_text`` pulls in torch
-    and transformers (~9 s on 2 cores); a round starts this first, so the import overlaps retraining and
-    rescoring instead of adding to the round (every ``distilloop select`` is a fresh process)."""
-    global _preload_thread
-    if _preload_thread is not None or "small_text.stopping_criteria" in sys.modules:
-        return
-    # what both threads would import: loaded here first, so the two never wait on each other's module locks
-    import scipy.sparse  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-
-    def work() -> None:
-        try:
-            import small_text.stopping_criteria  # noqa: F401
-        except Exception:  # noqa: BLE001  (compute_signals imports it again and reports the error)
-            pass
-
-    _preload_thread = threading.Thread(target=work, name="small-text-preload", daemon=True)
-    _preload_thread.start()
-
-
 def stopping_set(ids: np.ndarray, size: int = STOPPING_SET_SIZE) -> np.ndarray:
     """A fixed pseudo-random subset of item ids (a multiplicative hash, so it stays stable as the pool grows)."""
     ids = np.asarray(ids, dtype=np.int64)
     key = (ids * 2654435761) % (2**32)
     return np.sort(ids[np.argsort(key, kind="stable")[:size]])
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
+    """Cohen's kappa between two prediction vectors over classes ``0..n_classes-1`` (scikit-learn's), 1.0
+    when they agree everywhere (scikit-learn's formula divides by zero there when only one class occurs)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if np.array_equal(a, b):
+        return 1.0
+    return float(cohen_kappa_score(a, b, labels=np.arange(n_classes)))
+
+
+def classification_change_stop(now: np.ndarray, before: np.ndarray, *, threshold: float) -> bool:
+    """ClassificationChange: stop when at most a share ``threshold`` of the items changed their prediction
+    (small-text's rule, ``unchanged >= n · (1 - threshold)``; threshold 0 is the original criterion)."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must lie in [0, 1], found {threshold}")
+    unchanged = np.asarray(now) == np.asarray(before)
+    return bool(unchanged.sum() >= len(unchanged) * (1 - threshold))
 
 
 def _encode(pred: np.ndarray) -> np.ndarray:
@@ -91,8 +89,6 @@ def compute_signals(
     unlabelled_probs: probabilities of the unlabelled pool; previous: the state returned last round.
     Returns (signals, state): signals are JSON-ready {criterion: {value, threshold, stop, ...}, "stop": bool}.
     """
-    from small_text.stopping_criteria import ClassificationChange, KappaAverage
-
     cfg = config or StoppingConfig()
     ids = np.asarray(ids, dtype=np.int64)
     pred = np.asarray(predictions)
@@ -113,15 +109,10 @@ def compute_signals(
             now_flat, before_flat, k_classes = now.reshape(-1), np.asarray(before).reshape(-1), 2
         else:
             now_flat, before_flat, k_classes = now.astype(np.int64), before.astype(np.int64), n_classes
-        ka = KappaAverage(k_classes, window_size=cfg.window, kappa=cfg.kappa)
-        ka.last_predictions = before_flat
-        ka.kappa_history = list(history)
-        kappa_stop = bool(ka.stop(predictions=now_flat))
-        history = [float(x) for x in ka.kappa_history][-cfg.window :]
-        cc = ClassificationChange(k_classes, threshold=cfg.change_threshold)
+        history = (history + [cohen_kappa(now_flat, before_flat, k_classes)])[-cfg.window :]
+        kappa_stop = len(history) >= cfg.window and float(np.mean(history)) >= cfg.kappa
         enc_now, enc_before = _encode(now), _encode(np.asarray(before))
-        cc.last_predictions = enc_before
-        change_stop = bool(cc.stop(predictions=enc_now))
+        change_stop = classification_change_stop(enc_now, enc_before, threshold=cfg.change_threshold)
         changed = float(np.mean(enc_now != enc_before))
         signals["kappa_average"] = {
             "value": float(np.mean(history)) if history else None,

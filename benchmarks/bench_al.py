@@ -12,9 +12,10 @@ labels, 3 seeds, test accuracy. Curves:
   classes); the student trains on human labels + teacher labels for the rest (weight 0.5):
   teacher+margin, teacher+disagreement, teacher+best mix
 
-Also: the all-data accuracy (same student on all 10,003 labels) and (unless ``--no-db-round``) one real
-``run_round`` on a SQLite database holding the 10k pool with teacher labels (retrain with
-training.service.train_head + rescore with score_pool + select + record), timed.
+Also: the all-data accuracy (same student on all 10,003 labels) and (unless ``--no-db-round``) two real
+rounds on a SQLite database holding the 10k pool: ``distilloop select`` run as a fresh process (what a user
+runs: imports, retrain, rescore, select, record), the simulated annotator labelling the first batch before
+the second round (which starts its probe from the first round's), timed; with teacher labels and without.
 
 Writes bench-results/al/{curves.csv, curves.png, summary.csv, summary.md, result.json},
 bench-results/al.json and bench-results/al.md.
@@ -62,8 +63,9 @@ def _arm(spec: str):
 
 
 def db_round(n: int = 200, *, teacher: bool = True) -> dict:
-    """One run_round on a SQLite database with the BANKING77 pool: 10,003 messages, the simulated teacher's
-    labels on all of them (origin llm), 1,000 human labels, and 200 holdout messages.
+    """Two ``distilloop select`` processes on a SQLite database with the BANKING77 pool: 10,003 messages, the
+    simulated teacher's labels on all of them (origin llm), 1,000 human labels, and 200 holdout messages;
+    the batch of the first round is labelled (gold) before the second.
 
     ``teacher=False``: no LLM labels, 2,000 human labels, mix margin_diversity: the semi-supervised probe
     pseudo-labels the ~8,000 unlabelled messages (the heaviest round)."""
@@ -72,12 +74,11 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
     import numpy as np
     import yaml
 
-    from active_learning.service import run_round
     from active_learning.simulation import load_dataset, simulate_teacher
     from db import crud
     from db.engine import make_engine
     from db.migrate import upgrade
-    from db.models import ModelVersion
+    from db.models import Message, ModelVersion
     from db.settings import get_settings, reset_settings
     from training.encoder import embed
 
@@ -129,16 +130,41 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
         session.commit()
     load_s = time.perf_counter() - t0
     embed(data.test_texts[:200])  # cached: the holdout evaluation must not measure the encoder
+    # every `distilloop select` is a fresh process: time the command itself (imports, retrain, rescore,
+    # select, record), twice, with the simulated annotator answering the first batch in between (so the
+    # second round retrains on 200 new human labels, starting from the first round's probe)
+    import subprocess
+
+    from sqlmodel import select as sql_select
+
+    from db.models import QueueItem, Round
+
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    cli = [str(Path(sys.executable).with_name("distilloop")), "select", "--head", "banking", "--n", str(n)]
+    gold = {text: names[int(y)] for text, y in zip(data.pool_texts, data.pool_y, strict=True)}
     out = {}
-    with Session(engine) as session:
-        for attempt in ("first", "second"):
-            t0 = time.perf_counter()
-            rnd = run_round(session, head="banking", n=n)
-            session.commit()
+    for attempt in ("first", "second"):
+        t0 = time.perf_counter()
+        done = subprocess.run(cli, env=env, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"distilloop select failed ({done.returncode}): {done.stderr[-2000:]}")
+        with Session(engine) as session:
+            rnd = session.exec(sql_select(Round).order_by(Round.id.desc())).first()
             mv = session.get(ModelVersion, rnd.model_version_id)
-            out[attempt] = {"total_s": round(time.perf_counter() - t0, 2), "timings_s": rnd.meta["timings_s"],
-                            "n_selected": rnd.n_selected, "by_strategy": rnd.meta["by_strategy"],
-                            "pseudo_labels": (mv.params or {}).get("pseudo_labels", {}).get("n") if mv else None}
+            params = (mv.params or {}) if mv else {}
+            out[attempt] = {"cli_wall_s": round(wall, 2), "round_s": rnd.meta["timings_s"]["total"],
+                            "timings_s": rnd.meta["timings_s"], "n_selected": rnd.n_selected,
+                            "by_strategy": rnd.meta["by_strategy"], "warm_start_from": params.get("warm_start_from"),
+                            "fit_s": params.get("fit_seconds"),
+                            "pseudo_labels": (params.get("pseudo_labels") or {}).get("n")}
+            # the simulated annotator labels the batch (what a Label Studio pull writes)
+            for q in session.exec(sql_select(QueueItem).where(QueueItem.round_id == rnd.id)):
+                msg = session.get(Message, q.message_id)
+                crud.add_label(session, message_id=q.message_id, head="banking", value=gold[msg.text], origin="human", annotator="gold")
+                q.status = "labelled"
+                session.add(q)
+            session.commit()
     engine.dispose()
     import shutil
 
@@ -152,8 +178,8 @@ def main() -> None:
     ap.add_argument("--arm", action="append", help="curve spec (repeatable); default: the standard set")
     ap.add_argument("--max-labels", type=int, default=3000)
     ap.add_argument("--no-db-round", dest="db_round", action="store_false",
-                    help="skip timing one real run_round on a 10k-message SQLite pool")
-    ap.add_argument("--db-round-only", action="store_true", help="only time run_round; merge into bench-results/al.json")
+                    help="skip timing two real rounds (distilloop select) on a 10k-message SQLite pool")
+    ap.add_argument("--db-round-only", action="store_true", help="only time the real rounds; merge into bench-results/al.json")
     ap.add_argument("--quick", action="store_true", help="1 seed, up to 1,000 labels (a smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "al")
     args = ap.parse_args()
@@ -170,7 +196,7 @@ def main() -> None:
         print(json.dumps({k: report[k] for k in ("db_round", "db_round_no_teacher")}, indent=2))
         (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
         with (RESULTS_DIR / "al.md").open("a") as f:
-            f.write(f"\none real run_round on the 10k pool: {json.dumps(report['db_round'])}\n")
+            f.write(f"\ntwo rounds on the 10k pool (distilloop select, fresh processes): {json.dumps(report['db_round'])}\n")
             f.write(f"\nwithout teacher labels (semi-supervised probe): {json.dumps(report['db_round_no_teacher'])}\n")
         return
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
@@ -243,14 +269,14 @@ def main() -> None:
     (RESULTS_DIR / "al.md").write_text("\n".join(md) + "\n")
     print(f"\nplot: {result['files']['plot']}\nresults: {RESULTS_DIR / 'al.json'}")
     if args.db_round:
-        print("\ntiming one real run_round on a 10k-message SQLite pool …", flush=True)
+        print("\ntiming two real rounds (distilloop select) on a 10k-message SQLite pool …", flush=True)
         report["db_round"] = db_round()
         print(json.dumps(report["db_round"], indent=2))
         report["db_round_no_teacher"] = db_round(teacher=False)
         print(json.dumps(report["db_round_no_teacher"], indent=2))
         (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
         with (RESULTS_DIR / "al.md").open("a") as f:
-            f.write(f"\none real run_round on the 10k pool: {json.dumps(report['db_round'])}\n")
+            f.write(f"\ntwo rounds on the 10k pool (distilloop select, fresh processes): {json.dumps(report['db_round'])}\n")
             f.write(f"\nwithout teacher labels (semi-supervised probe): {json.dumps(report['db_round_no_teacher'])}\n")
 
 

@@ -50,6 +50,7 @@ class LabelledSet:
     origins: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    labelled_ids: set[int] = field(default_factory=set)  # every pool message with a label, trained on or skipped
 
     def counts(self) -> dict[str, Any]:
         by_origin = Counter(self.origins)
@@ -79,7 +80,7 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
     weights = hd.student.origin_weights
     holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
     labels = crud.effective_labels(session, head=head, split=Split.POOL)
-    out = LabelledSet()
+    out = LabelledSet(labelled_ids=set(labels))
     skipped: Counter = Counter()
     chosen: list[tuple[int, Any, str, float]] = []
     for mid, lab in sorted(labels.items()):
@@ -107,10 +108,11 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
     return out
 
 
-def unlabelled_texts(session: Session, *, head: str) -> list[str]:
+def unlabelled_texts(session: Session, *, head: str, labelled_ids: set[int] | None = None) -> list[str]:
     """Pool messages with no label of any origin for ``head`` (and not bound for the holdout): what a
-    semi-supervised probe pseudo-labels."""
-    labelled = set(crud.effective_labels(session, head=head, split=Split.POOL))
+    semi-supervised probe pseudo-labels. ``labelled_ids``: the pool messages with a label, when the caller
+    has them (:attr:`LabelledSet.labelled_ids`)."""
+    labelled = set(crud.effective_labels(session, head=head, split=Split.POOL)) if labelled_ids is None else labelled_ids
     holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
     rows = session.exec(select(Message.id, Message.text).where(Message.split == Split.POOL).order_by(Message.id))
     return [text for mid, text in rows if mid not in labelled and mid not in holdout_bound]
@@ -188,6 +190,26 @@ def _models_dir() -> Path:
     return Path(get_settings().models_dir)
 
 
+def previous_probe_head(session: Session, *, head: str, labels: list[str], encoder: str) -> tuple[int, tuple[np.ndarray, np.ndarray]] | None:
+    """(model version id, (W, b)) of the head's latest probe trained with the same labels and encoder: its
+    supervised head when it was refitted with pseudo-labels, else its head. None when there is none, or its
+    folder is gone or unreadable (the probe is then fitted from scratch)."""
+    q = select(ModelVersion).where(ModelVersion.head == head, ModelVersion.kind == "probe").order_by(col(ModelVersion.id).desc())
+    mv = session.exec(q).first()
+    if mv is None or not mv.artifact_path or (mv.params or {}).get("labels") != list(labels) or mv.encoder != encoder:
+        return None
+    folder = Path(mv.artifact_path)
+    for name in ("head_supervised.npz", "head.npz"):
+        try:
+            with np.load(folder / name) as arrays:
+                w, b = arrays["weight"], arrays["bias"]
+        except (OSError, KeyError, ValueError):
+            continue
+        if w.shape == (len(labels), w.shape[1]) and b.shape == (len(labels),):
+            return mv.id, (w, b)
+    return None
+
+
 def train_head(
     session: Session,
     *,
@@ -196,6 +218,7 @@ def train_head(
     progress: Progress = None,
     layers: int | None = None,
     distill_from: int | None = None,
+    data: LabelledSet | None = None,
 ) -> ModelVersion:
     """Train a student of ``head`` (kind "probe" or "finetune"), evaluate it on the holdout and record a
     ModelVersion (flushed, not committed). The student folder is written to a temp folder and moved into
@@ -204,7 +227,11 @@ def train_head(
     Fine-tune only: ``layers`` keeps the encoder's first N layers (overrides the head file's
     ``student.finetune.layers``); ``distill_from`` (a model version id of the same head, typically a
     full-size fine-tune) makes that model the teacher: its probabilities on the training texts are soft
-    targets (knowledge distillation), so a smaller student keeps most of a bigger one's accuracy."""
+    targets (knowledge distillation), so a smaller student keeps most of a bigger one's accuracy.
+
+    Probe: starts from the head's previous probe when the head file's ``student.probe.warm_start`` is on
+    (recorded as ``params.warm_start_from``). ``data``: the head's :func:`training_set`, when the caller has
+    just read it in the same transaction (a round does)."""
     if kind not in METHODS:
         raise ValueError(f"kind: expected one of {list(METHODS)}, found {kind!r}")
     if kind != "finetune" and (layers is not None or distill_from is not None):
@@ -215,7 +242,8 @@ def train_head(
     if layers is not None and layers < 1:
         raise ValueError(f"layers: expected a number of encoder layers >= 1, found {layers}")
     hd = _head(head)
-    data = training_set(session, head=head)
+    if data is None:
+        data = training_set(session, head=head)
     labels = hd.label_names
     try:
         check_trainable(targets_matrix(data.values, labels, hd.kind.value), labels, hd.kind.value)
@@ -244,11 +272,15 @@ def train_head(
     try:
         if kind == "probe":
             pseudo = PseudoLabelParams.from_config(cfg.probe.pseudo_labels)
-            unlabelled = unlabelled_texts(session, head=head) if pseudo.enabled and hd.kind.value != "multi" else None
+            unlabelled = unlabelled_texts(session, head=head, labelled_ids=data.labelled_ids) if pseudo.enabled and hd.kind.value != "multi" else None
+            init = previous_probe_head(session, head=head, labels=labels, encoder=cfg.encoder) if cfg.probe.warm_start and hd.kind.value != "multi" else None
             student.fit(
                 data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight,
                 max_iter=cfg.probe.max_iter, progress=progress, unlabelled_texts=unlabelled, pseudo_labels=pseudo,
+                init=init[1] if init else None,
             )
+            if init:
+                student.params["warm_start_from"] = init[0]
         else:
             from training.finetune import FinetuneParams
 

@@ -315,6 +315,7 @@ class ProbeStudent(Student):
         tune: bool = True,
         unlabelled: np.ndarray | None = None,
         pseudo_labels: PseudoLabelParams | None = None,
+        init: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ProbeStudent:
         """Fit the head on embeddings. ``y``: class indices (single/binary) or a 0/1 matrix (multi).
 
@@ -323,12 +324,16 @@ class ProbeStudent(Student):
         messages get pseudo-labels by label propagation (:mod:`training.semi_supervised`), and the head is
         refitted on both, pseudo-labels down-weighted. The supervised head is kept beside the final one
         (:meth:`selection_proba_from_embeddings`): active learning ranks by what the human labels taught,
-        since the refitted head is confident on every message it pseudo-labelled."""
+        since the refitted head is confident on every message it pseudo-labelled.
+
+        ``init`` (single-label heads): a head (W, b) of the same labels, e.g. the previous round's supervised
+        head, to start the solver from. The problem is convex, so the solution is the same to the solver's
+        tolerance; a round that added a few hundred labels converges in about a third of the iterations."""
         from threadpoolctl import threadpool_limits
 
         check_trainable(y, self.labels, self.kind)
         with threadpool_limits(limits=1):  # BLAS/OpenMP threads spin and thrash when the CPU is shared
-            self._fit_embeddings(emb, y, sample_weight=sample_weight, C=C, class_weight=class_weight, max_iter=max_iter, tune=tune)
+            self._fit_embeddings(emb, y, sample_weight=sample_weight, C=C, class_weight=class_weight, max_iter=max_iter, tune=tune, init=init)
             self.supervised_head = None
             self.params.pop("pseudo_labels", None)
             if pseudo_labels is not None and pseudo_labels.enabled:
@@ -406,7 +411,8 @@ class ProbeStudent(Student):
         clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter, warm_start=init is not None and len(classes) > 2)
         if init is not None and len(classes) > 2:
             clf.coef_ = init[0][classes].astype(np.float64)
-            clf.intercept_ = init[1][classes].astype(np.float64)
+            # a class the previous head never saw has the bias _NEG: start it from 0 like a cold fit
+            clf.intercept_ = np.where(init[1][classes] <= _NEG, 0.0, init[1][classes]).astype(np.float64)
         clf.fit(emb, y, sample_weight=sample_weight)
         classes = [int(c) for c in clf.classes_]
         if len(classes) == 2:  # sklearn keeps one row for two classes: logits [0, z]
@@ -417,7 +423,10 @@ class ProbeStudent(Student):
                 w[c], b[c] = clf.coef_[r], clf.intercept_[r]
         self.weight, self.bias = w, b
 
-    def _fit_embeddings(self, emb: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None, C: float, class_weight: str | None, max_iter: int, tune: bool) -> ProbeStudent:
+    def _fit_embeddings(
+        self, emb: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None, C: float, class_weight: str | None, max_iter: int, tune: bool,
+        init: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> ProbeStudent:
         from sklearn.linear_model import LogisticRegression
 
         t0 = time.perf_counter()
@@ -437,7 +446,9 @@ class ProbeStudent(Student):
             if tune and len(y) >= 20:
                 self.label_thresholds = tune_thresholds(y, _cv_multi_probs(emb, y, sample_weight, C, class_weight, max_iter), default=self.multi_label_threshold)
         else:
-            self._fit_single(emb, y, sample_weight, C=C, class_weight=_class_weight_dict(y, k, class_weight), max_iter=max_iter)
+            if init is not None and (np.shape(init[0]) != (k, dim) or np.shape(init[1]) != (k,)):
+                raise ValueError(f"init: expected a head of shape ({k}, {dim}) and ({k},), found {np.shape(init[0])} and {np.shape(init[1])}")
+            self._fit_single(emb, y, sample_weight, C=C, class_weight=_class_weight_dict(y, k, class_weight), max_iter=max_iter, init=init)
         self.params.update(
             {
                 "C": C,
@@ -461,10 +472,11 @@ class ProbeStudent(Student):
         progress: Progress = None,
         unlabelled_texts: Sequence[str] | None = None,
         pseudo_labels: PseudoLabelParams | None = None,
+        init: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ProbeStudent:
         """Embed ``texts`` (cached) and fit the head on their label ``values``; with ``pseudo_labels``
         enabled, ``unlabelled_texts`` (pool messages without a label) get pseudo-labels (see
-        :meth:`fit_embeddings`)."""
+        :meth:`fit_embeddings`). ``init``: a previous head (W, b) to start the solver from."""
         y = targets_matrix(values, self.labels, self.kind)
         check_trainable(y, self.labels, self.kind)
         emb = self.embed(list(texts), progress=progress)
@@ -472,7 +484,9 @@ class ProbeStudent(Student):
         unl = None
         if pseudo_labels is not None and pseudo_labels.enabled and unlabelled_texts and self.kind != "multi":
             unl = self.embed(list(unlabelled_texts))
-        return self.fit_embeddings(emb, y, sample_weight=sw, C=C, class_weight=class_weight, max_iter=max_iter, unlabelled=unl, pseudo_labels=pseudo_labels)
+        return self.fit_embeddings(
+            emb, y, sample_weight=sw, C=C, class_weight=class_weight, max_iter=max_iter, unlabelled=unl, pseudo_labels=pseudo_labels, init=init
+        )
 
 
 def _cv_multi_probs(emb: np.ndarray, y: np.ndarray, sw: np.ndarray | None, C: float, class_weight: str | None, max_iter: int) -> np.ndarray:

@@ -232,19 +232,3 @@ def test_semi_supervised_round_pseudo_labels_the_unlabelled_pool_and_ranks_by_th
         pos = {m: i for i, m in enumerate(pool_ids)}
         for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)):
             assert q.student_confidence == pytest.approx(float(sel[pos[q.message_id]].max()), abs=1e-5)
-
-
-def test_stopping_preload_imports_small_text_once_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from active_learning import stopping
-
-    monkeypatch.setattr(stopping, "_preload_thread", None)
-    monkeypatch.delitem(sys.modules, "small_text.stopping_criteria", raising=False)
-    stopping.preload()
-    thread = stopping._preload_thread
-    assert thread is not None and thread.daemon
-    stopping.preload()  # a second call starts nothing new
-    assert stopping._preload_thread is thread
-    thread.join(timeout=120)
-    assert "small_text.stopping_criteria" in sys.modules

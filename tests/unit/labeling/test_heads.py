@@ -84,3 +84,22 @@ def test_validate_value():
         emotion.validate_value(["glee"])
     with pytest.raises(ValueError, match="unknown label 'x'"):
         get_head("intent").validate_value("x")
+
+
+def test_an_edited_head_file_is_read_again_and_callers_get_their_own_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    d = tmp_path / "heads"
+    d.mkdir()
+    path = d / "banking.yaml"
+    path.write_text(VALID)
+    monkeypatch.setenv("HEADS_DIR", str(d))
+    from db.settings import reset_settings
+
+    reset_settings()
+    first = get_head("banking")
+    first.labels.pop()  # a caller changing its object does not change the next caller's
+    assert get_head("banking").label_names == ["card_arrival", "lost_or_stolen_card"]
+    path.write_text(VALID.replace("lost_or_stolen_card, description: lost card", "card_declined, description: declined"))
+    assert get_head("banking").label_names == ["card_arrival", "card_declined"]
+    path.write_text("name: banking\nkind: [")
+    with pytest.raises(HeadDefinitionError, match="not valid YAML"):
+        get_head("banking")

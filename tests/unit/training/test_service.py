@@ -251,3 +251,53 @@ def test_distil_a_smaller_finetune_from_a_model_version(sqlite_engine, heads: Pa
             train_head(session, head="toy", kind="probe", layers=1)
         with pytest.raises(LookupError, match="no model version with id 999"):
             train_head(session, head="toy", kind="finetune", distill_from=999)
+
+
+def test_probe_warm_starts_from_the_previous_probe_and_lands_where_a_cold_fit_does(sqlite_engine, heads: Path, tiny_encoder: Path):
+    import shutil
+
+    import numpy as np
+
+    with Session(sqlite_engine) as session:
+        ids = _seed(session)
+        first = train_head(session, head="toy", kind="probe")
+        assert "warm_start_from" not in first.params  # nothing to start from
+        # a round's worth of new human labels
+        for mid in ids["unlabelled"]:
+            text = session.get(Message, mid).text
+            topic = next(t for t in TOPICS if t in text.split()) if any(t in text.split() for t in TOPICS) else TOPICS[0]
+            crud.add_label(session, message_id=mid, head="toy", value=topic, origin="human", annotator="t")
+        session.commit()
+        warm = train_head(session, head="toy", kind="probe")
+        assert warm.params["warm_start_from"] == first.id
+
+        _write_head(heads, "toy", "single", TOPICS, str(tiny_encoder))
+        doc = yaml.safe_load((heads / "toy.yaml").read_text())
+        doc["student"]["probe"] = {"warm_start": False}
+        (heads / "toy.yaml").write_text(yaml.safe_dump(doc))
+        cold = train_head(session, head="toy", kind="probe")
+        assert "warm_start_from" not in cold.params
+        # a convex problem: the warm start changes the iterations, not the answer (to the solver's tolerance)
+        _, p_warm = score_pool(session, head="toy", model_version_id=warm.id)
+        _, p_cold = score_pool(session, head="toy", model_version_id=cold.id)
+        assert np.abs(p_warm - p_cold).max() < 0.02
+        assert (p_warm.argmax(axis=1) == p_cold.argmax(axis=1)).all()
+
+        # the previous probe's folder is gone: a cold fit, no error
+        doc["student"]["probe"] = {"warm_start": True}
+        (heads / "toy.yaml").write_text(yaml.safe_dump(doc))
+        shutil.rmtree(cold.artifact_path)
+        again = train_head(session, head="toy", kind="probe")
+        assert "warm_start_from" not in again.params
+
+
+def test_probe_init_of_the_wrong_shape_is_refused(tiny_encoder: Path):
+    import numpy as np
+
+    from training.students import new_student
+
+    student = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))
+    emb = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    y = np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"init: expected a head of shape \(3, 8\) and \(3,\), found \(2, 8\) and \(2,\)"):
+        student.fit_embeddings(emb, y, init=(np.zeros((2, 8)), np.zeros(2)))
