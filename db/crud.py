@@ -168,6 +168,16 @@ def add_label(
     return label, True
 
 
+def retract_label(session: Session, label: Label, *, reason: str) -> None:
+    """Withdraw a label that nothing replaces (its annotation was deleted in Label Studio): it stays in the
+    history, superseded by itself, with ``meta["retracted"]`` saying why, and is no longer current."""
+    label.superseded_by_id = label.id
+    label.superseded_at = utcnow()
+    label.meta = {**(label.meta or {}), "retracted": reason}
+    session.add(label)
+    session.flush()
+
+
 def current_labels(
     session: Session,
     *,

@@ -478,6 +478,9 @@ class StudioClient:
     def update_annotation(self, annotation_id: int, result: Sequence[dict[str, Any]]) -> None:
         self.call(f"updating annotation {annotation_id}", self.sdk.annotations.update, annotation_id, result=list(result))
 
+    def delete_annotation(self, annotation_id: int) -> None:
+        self.call(f"deleting annotation {annotation_id}", self.sdk.annotations.delete, annotation_id, retry=False)
+
     # -- webhooks --
 
     def ensure_webhook(self, project_id: int, url: str) -> int:

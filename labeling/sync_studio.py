@@ -340,6 +340,7 @@ def pull_annotations(
         "annotations_seen": 0,
         "labels_created": 0,
         "labels_updated": 0,
+        "labels_retracted": 0,
         "unchanged": 0,
         "skipped": 0,
         "review": 0,
@@ -412,6 +413,11 @@ def _pull_page(
         for i in session.exec(select(QueueItem).where(QueueItem.head == hd.name, col(QueueItem.ls_task_id).in_(ids)))
     }
     orphans = _orphans(session, hd, [t for t in tasks if int(t["id"]) not in items])
+    # the human labels of these messages before this page: what a deleted annotation may have to retract
+    held: dict[int, list[Label]] = defaultdict(list)
+    mids = sorted({i.message_id for i in items.values()} | {i.message_id for i in orphans.values()})
+    for lab in crud.current_labels(session, head=hd.name, origins=[Origin.HUMAN], message_ids=mids) if mids else []:
+        held[lab.message_id].append(lab)
     for task in tasks:
         result["tasks_seen"] += 1
         tid = int(task["id"])
@@ -423,12 +429,14 @@ def _pull_page(
             continue
         votes: dict[str, Any] = {}
         cancelled: list[str] = []
+        answered: set[str] = set()
         for ann in task.get("annotations") or []:
             result["annotations_seen"] += 1
             who = _annotator(client, ann.get("completed_by"))
             if ann.get("was_cancelled"):
                 cancelled.append(who)
                 continue
+            answered.add(who)  # refused answers too: an invalid edit leaves the earlier label as it was
             try:
                 value, score = parse_annotation(hd, ann.get("result"))
             except AnnotationError as e:
@@ -456,7 +464,19 @@ def _pull_page(
             else:
                 result["labels_created"] += 1
             votes[who] = value
-        _resolve(session, hd, item, votes, cancelled, required, result)
+        _retract_withdrawn(session, held[item.message_id], tid, answered, result)
+        _resolve(session, hd, item, votes, cancelled, required, result, held[item.message_id])
+
+
+def _retract_withdrawn(session: Session, held: Sequence[Label], tid: int, answered: set[str], result: dict[str, Any]) -> None:
+    """Human labels pulled from this task whose annotator no longer has an answer on it (the annotation was
+    deleted in Label Studio, or replaced by a skip) are retracted: a student no longer trains on them.
+    ``held``: the message's human labels before this pull's page."""
+    for lab in held:
+        if lab.superseded_by_id is not None or lab.annotator == CONSENSUS or lab.annotator in answered or (lab.meta or {}).get("ls_task_id") != tid:
+            continue
+        crud.retract_label(session, lab, reason=f"the annotation of {lab.annotator} on Label Studio task {tid} was deleted")
+        result["labels_retracted"] += 1
 
 
 def _orphans(session: Session, hd: HeadDef, tasks: Sequence[dict[str, Any]]) -> dict[int, QueueItem]:
@@ -493,9 +513,11 @@ def _resolve(
     cancelled: list[str],
     required: int,
     result: dict[str, Any],
+    held: Sequence[Label] = (),
 ) -> None:
     """The queue item's status from its annotations: labelled (unanimous or majority), review (no majority),
-    skipped (only cancellations), pushed (still waiting for annotations)."""
+    skipped (only cancellations), pushed (still waiting for annotations). A consensus label of the task that
+    no longer holds (``held``: the message's human labels before this page) is retracted."""
     meta = dict(item.meta or {})
     k = len(votes)
     resolution: dict[str, Any] = {"annotations": k, "required": required, "cancelled_by": sorted(set(cancelled))}
@@ -516,6 +538,8 @@ def _resolve(
         resolution.update(method=method, votes={who: v for who, v in sorted(votes.items())})
         if status == QueueStatus.LABELLED and k >= 2:
             _record_consensus(session, hd, item, json.loads(top), round(n_top / k, 4), method, resolution["votes"])
+    if status != QueueStatus.LABELLED or k < 2:
+        _retract_consensus(session, item, held, result)
     if status != item.status:
         if status == QueueStatus.SKIPPED:
             result["skipped"] += 1
@@ -558,6 +582,16 @@ def _record_consensus(
         label.superseded_by_id, label.superseded_at = fresh.id, utcnow()
         session.add(label)
         session.flush()
+
+
+def _retract_consensus(session: Session, item: QueueItem, held: Sequence[Label], result: dict[str, Any]) -> None:
+    """The task no longer has a consensus (an annotation was deleted or changed): its consensus label goes,
+    so the message is labelled by its remaining annotator, or waits for review or more answers."""
+    ref = f"ls-task:{item.ls_task_id}"
+    for lab in held:
+        if lab.superseded_by_id is None and lab.annotator == CONSENSUS and lab.external_ref == ref:
+            crud.retract_label(session, lab, reason=f"Label Studio task {item.ls_task_id} no longer has a consensus")
+            result["labels_retracted"] = result.get("labels_retracted", 0) + 1
 
 
 def _mark_deleted(session: Session, hd: HeadDef, client: StudioClient, pid: int) -> int:

@@ -132,7 +132,8 @@ def pull(
         r = pull_annotations(session, head=head, full=full, progress=update)
     console.print(
         f"project {r['project_id']}: {r['tasks_seen']} task(s) read, {r['labels_created']} new label(s), "
-        f"{r['labels_updated']} updated, {r['unchanged']} unchanged; {r['labelled']} labelled, {r['review']} to review, "
+        f"{r['labels_updated']} updated, {r['labels_retracted']} retracted (annotation deleted), {r['unchanged']} unchanged; "
+        f"{r['labelled']} labelled, {r['review']} to review, "
         f"{r['skipped']} skipped, {r['deleted']} deleted"
     )
     for ref in r["refused"]:

@@ -359,3 +359,46 @@ def test_cli_push_pull_agreement_holdout(engine, studio_env) -> None:
     assert agr.exit_code == 0 and "raw agreement -" in agr.output
     missing = runner.invoke(cli, ["push", "--head", "no_such_head"])
     assert missing.exit_code == 1 and "no classifier head named 'no_such_head'" in missing.output
+
+
+def test_a_deleted_annotation_retracts_its_label_and_the_consensus(session: Session, studio_env) -> None:
+    head = studio_env.head
+    hd = get_head(head)
+    admin = _client()
+    items = _queue(session, head, 2, tag="retract")
+    push_queue(session, head=head, client=admin)
+    for item in items:
+        session.refresh(item)
+    a, b = (i.ls_task_id for i in items)
+    second = StudioClient(url=studio_env.server.url, api_key=studio_env.server.signup("third@distilloop.local", "third-annotator-pw"))
+    res = lambda v: annotation_result(hd, v)  # noqa: E731
+    admin.annotate(a, res("red"))
+    second_on_a = second.annotate(a, res("red"))
+    admin_on_b = admin.annotate(b, res("blue"))
+    pull_annotations(session, head=head, client=admin)
+    assert crud.effective_labels(session, head=head)[items[0].message_id].annotator == CONSENSUS
+    assert crud.effective_labels(session, head=head)[items[1].message_id].value == "blue"
+
+    # the second annotator's answer on a and the only answer on b are deleted in Label Studio
+    second.delete_annotation(second_on_a)
+    admin.delete_annotation(admin_on_b)
+    pulled = pull_annotations(session, head=head, client=admin)
+    assert pulled["incremental"] and pulled["labels_retracted"] == 3  # two answers and a's consensus
+    winners = crud.effective_labels(session, head=head)
+    assert winners[items[0].message_id].annotator == ADMIN and winners[items[0].message_id].value == "red"
+    assert items[1].message_id not in winners  # a student no longer trains on b
+    session.refresh(items[0])
+    session.refresh(items[1])
+    assert items[0].status == "pushed" and items[1].status == "pushed"  # both wait for answers again
+    history = crud.label_history(session, message_id=items[0].message_id, head=head)
+    gone = [lab for lab in history if lab.superseded_by_id == lab.id]
+    assert {lab.annotator for lab in gone} == {CONSENSUS, "third@distilloop.local"}
+    assert all("deleted" in lab.meta["retracted"] or "consensus" in lab.meta["retracted"] for lab in gone)
+
+    # pulling again changes nothing; a new answer is a new label
+    assert pull_annotations(session, head=head, client=admin)["labels_retracted"] == 0
+    second.annotate(a, res("red"))
+    again = pull_annotations(session, head=head, client=admin)
+    assert again["labels_created"] == 1 and again["labels_retracted"] == 0 and again["labelled"] == 1
+    winner = crud.effective_labels(session, head=head)[items[0].message_id]
+    assert winner.annotator == CONSENSUS and winner.superseded_by_id is None  # a fresh consensus row

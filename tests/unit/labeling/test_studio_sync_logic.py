@@ -133,6 +133,27 @@ def test_consensus_stays_the_winner_after_an_annotator_edits(sqlite_engine) -> N
         assert item.meta["resolution"]["method"] == "unanimous"
 
 
+def test_consensus_is_retracted_when_a_changed_answer_leaves_no_majority(sqlite_engine) -> None:
+    hd = get_head("intent")
+    with Session(sqlite_engine) as s:
+        item = _item(s, "changed to a tie")
+        votes = {"a@x": "social", "b@x": "social"}
+        for who, v in votes.items():
+            crud.add_label(s, message_id=item.message_id, head="intent", value=v, origin="human", annotator=who)
+        _resolve(s, hd, item, votes, [], 2, _counts())
+        assert crud.effective_labels(s, head="intent")[item.message_id].annotator == CONSENSUS
+        # b changes their answer: one each, no majority any more
+        held = crud.current_labels(s, head="intent", origins=["human"], message_ids=[item.message_id])
+        crud.add_label(s, message_id=item.message_id, head="intent", value="learning", origin="human", annotator="b@x")
+        r = _counts()
+        _resolve(s, hd, item, {"a@x": "social", "b@x": "learning"}, [], 2, r, held)
+        assert item.status == "review" and r["labels_retracted"] == 1
+        assert item.message_id not in crud.effective_labels(s, head="intent")  # in review: nobody's answer wins
+        consensus = [lab for lab in crud.label_history(s, message_id=item.message_id, head="intent") if lab.annotator == CONSENSUS]
+        assert len(consensus) == 1 and consensus[0].superseded_by_id == consensus[0].id
+        assert "no longer has a consensus" in consensus[0].meta["retracted"]
+
+
 def test_push_while_label_studio_is_down_changes_nothing(sqlite_engine) -> None:
     import socket
 
