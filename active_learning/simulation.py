@@ -288,8 +288,10 @@ def run_curve(
     cfg: SimulationConfig,
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
     on_round: Callable[[], None] | None = None,
+    labelled_out: list[np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix."""
+    """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix.
+    ``labelled_out``: a list that receives the pool rows labelled at the end of the curve."""
     n = len(y_pool)
     rng = np.random.default_rng(seed)
     labelled = np.zeros(n, dtype=bool)
@@ -375,6 +377,8 @@ def run_curve(
         if on_round:
             on_round()
         rnd += 1
+    if labelled_out is not None:
+        labelled_out.append(np.flatnonzero(labelled))
     return rows
 
 

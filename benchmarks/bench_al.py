@@ -12,10 +12,12 @@ labels, 3 seeds, test accuracy. Curves:
   classes); the student trains on human labels + teacher labels for the rest (weight 0.5):
   teacher+margin, teacher+disagreement, teacher+best mix
 
-Also: the all-data accuracy (same student on all 10,003 labels) and (unless ``--no-db-round``) two real
-rounds on a SQLite database holding the 10k pool: ``distilloop select`` run as a fresh process (what a user
-runs: imports, retrain, rescore, select, record), the simulated annotator labelling the first batch before
-the second round (which starts its probe from the first round's), timed; with teacher labels and without.
+Also: the all-data accuracy (same student on all 10,003 labels); what 2,000 human labels can reach
+(:func:`ceiling`: the semi-supervised probe with its measured pseudo-labels, and with every pseudo-label
+right); and (unless ``--no-db-round``) two real rounds on a SQLite database holding the 10k pool:
+``distilloop select`` run as a fresh process (what a user runs: imports, retrain, rescore, select, record),
+the simulated annotator labelling the first batch before the second round (which starts its probe from the
+first round's), timed; with teacher labels and without.
 
 Writes bench-results/al/{curves.csv, curves.png, summary.csv, summary.md, result.json},
 bench-results/al.json and bench-results/al.md.
@@ -60,6 +62,62 @@ def _arm(spec: str):
         arm.name = "teacher+best mix (" + ",".join(f"{k}={v:g}" for k, v in arm.mix.items()) + ")"
         return arm
     return parse_arm(spec)
+
+
+def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
+    """How far can a student with ``n_labels`` human labels get towards the all-data accuracy? For each seed:
+    the human labels chosen by margin_diversity up to ``n_labels`` (the same picks as the semi-supervised
+    arm, which ranks by its supervised head), then the probe on them alone, the semi-supervised probe, and
+    the refit the semi-supervised probe would make if every pseudo-label were right (the gold label of every
+    other pool message, weight 0.3, class weights from the human labels, as in the product's refit); and
+    the accuracy of the pseudo-labels themselves."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from active_learning.simulation import Arm, ProbeStudent, SimulationConfig, load_dataset, run_curve
+    from training.encoder import embed
+    from training.semi_supervised import PseudoLabelParams, pseudo_label
+    from training.students import _class_weight_dict
+
+    data = load_dataset("banking77")
+    x_pool = np.asarray(embed(data.pool_texts), dtype=np.float32)
+    x_test = np.asarray(embed(data.test_texts), dtype=np.float32)
+    y_pool, y_test, k = data.pool_y, data.test_y, len(data.classes)
+    cfg = SimulationConfig(initial=200, step=200, max_labels=n_labels, C=PROBE_C, output_dir=Path(tempfile.mkdtemp(prefix="bench-al-ceiling-")))
+    pl = PseudoLabelParams(method="knn", weight=PSEUDO_WEIGHT)
+
+    def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, cw: dict | None = None) -> float:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=PROBE_C, class_weight=cw if cw is not None else "balanced", max_iter=2000)
+        clf.fit(x, y, sample_weight=w)
+        return float(np.mean(clf.predict(x_test) == y_test))
+
+    rows = []
+    with threadpool_limits(limits=1):
+        for seed in seeds:
+            got: list[np.ndarray] = []
+            run_curve(Arm("margin_diversity", {"margin_diversity": 1.0}), seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test,
+                      y_test=y_test, n_classes=k, cfg=cfg, labelled_out=got)
+            lab = got[0]
+            rest = np.setdiff1d(np.arange(len(y_pool)), lab)
+            sup = ProbeStudent(k, C=PROBE_C, class_weight="balanced", max_iter=2000, warm_start=False).fit(x_pool[lab], y_pool[lab])
+            _, pseudo, _ = pseudo_label(x_pool[lab], y_pool[lab], x_pool[rest], sup.predict_proba(x_pool[rest]), pl)
+            cw = _class_weight_dict(y_pool[lab], k, "balanced")
+            both_x = np.concatenate([x_pool[lab], x_pool[rest]])
+            weights = np.concatenate([np.ones(len(lab)), np.full(len(rest), pl.weight)])
+            rows.append({
+                "seed": seed,
+                "human_labels": int(len(lab)),
+                "probe_on_human_labels": float(np.mean(sup.predict_proba(x_test).argmax(axis=1) == y_test)),
+                "semi_supervised": fit(both_x, np.concatenate([y_pool[lab], pseudo]), weights, cw),
+                "pseudo_label_accuracy": float(np.mean(pseudo == y_pool[rest])),
+                "semi_supervised_with_every_pseudo_label_right": fit(both_x, np.concatenate([y_pool[lab], y_pool[rest]]), weights, cw),
+            })
+        full = fit(x_pool, y_pool)
+    keys = [key for key in rows[0] if key not in ("seed", "human_labels")]
+    return {"n_labels": n_labels, "seeds": seeds, "all_data_accuracy": full,
+            "mean": {key: round(float(np.mean([r[key] for r in rows])), 4) for key in keys}, "per_seed": rows}
 
 
 def db_round(n: int = 200, *, teacher: bool = True) -> dict:
@@ -267,6 +325,19 @@ def main() -> None:
         f"best curve by mean accuracy: {best['arm']}; human labels the teacher saves to reach 0.92 (margin): {saves}",
     ]
     (RESULTS_DIR / "al.md").write_text("\n".join(md) + "\n")
+    if not args.quick:
+        print("\nwhat 2,000 human labels can reach (margin_diversity picks; pseudo-labels as measured, then all right) …", flush=True)
+        report["ceiling_at_2000"] = ceiling(seeds)
+        c = report["ceiling_at_2000"]["mean"]
+        print(json.dumps(c, indent=2))
+        (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
+        with (RESULTS_DIR / "al.md").open("a") as f:
+            f.write(
+                f"\nwith 2,000 human labels (margin_diversity picks, mean of {len(seeds)} seeds; all-data {full:.4f}): probe "
+                f"{c['probe_on_human_labels']:.4f}, semi-supervised {c['semi_supervised']:.4f} (pseudo-labels "
+                f"{c['pseudo_label_accuracy']:.4f} right), semi-supervised if every pseudo-label were right "
+                f"{c['semi_supervised_with_every_pseudo_label_right']:.4f}\n"
+            )
     print(f"\nplot: {result['files']['plot']}\nresults: {RESULTS_DIR / 'al.json'}")
     if args.db_round:
         print("\ntiming two real rounds (distilloop select) on a 10k-message SQLite pool …", flush=True)
