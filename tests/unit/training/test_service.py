@@ -301,3 +301,20 @@ def test_probe_init_of_the_wrong_shape_is_refused(tiny_encoder: Path):
     y = np.arange(30) % 3
     with pytest.raises(ValueError, match=r"init: expected a head of shape \(3, 8\) and \(3,\), found \(2, 8\) and \(2,\)"):
         student.fit_embeddings(emb, y, init=(np.zeros((2, 8)), np.zeros(2)))
+
+
+def test_pool_is_scored_with_the_features_the_probe_learned_on(sqlite_engine, heads: Path):
+    import numpy as np
+
+    from training.encoder import cache_dir
+
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        mv = train_head(session, head="toy", kind="probe")
+        student = load_model_version_student(mv)
+        ids, probs = score_pool(session, head="toy", model_version_id=mv.id)
+        texts = [session.get(Message, i).text for i in ids]
+    assert student.embed_backend == "onnx"
+    np.testing.assert_allclose(probs, student.predict_proba(texts), atol=1e-6)
+    # no second (INT8) embedding of the pool
+    assert not list(cache_dir().rglob("onnx-int8-*.sqlite"))
