@@ -188,6 +188,49 @@ def cache_path(fingerprint: str, *, backend: str, max_length: int) -> Path:
     return cache_dir() / fingerprint[:24] / f"{backend}-L{max_length}.sqlite"
 
 
+def cache_entries() -> list[dict[str, Any]]:
+    """Every encoder folder of the embedding cache: ``key`` (the fingerprint prefix naming the folder), its
+    size in bytes, the newest file time, its files, and the encoder folder that last opened it."""
+    root = cache_dir()
+    out: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        stats = {f: f.stat() for f in files}
+        # reading a WAL database touches its -shm file: only the data files say when the folder was last written
+        written = [st.st_mtime for f, st in stats.items() if not f.name.endswith(("-shm", "-wal"))]
+        encoder_path = None
+        for db in sorted(folder.glob("*.sqlite")):
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    row = conn.execute("SELECT v FROM meta WHERE k = 'encoder_path'").fetchone()
+                encoder_path = row[0] if row else encoder_path
+            except sqlite3.Error:
+                continue
+        out.append(
+            {
+                "key": folder.name,
+                "path": str(folder),
+                "bytes": sum(st.st_size for st in stats.values()),
+                "newest": max(written, default=folder.stat().st_mtime),
+                "files": sorted(f.relative_to(folder).as_posix() for f in files),
+                "encoder_path": encoder_path,
+            }
+        )
+    return out
+
+
+def remove_cache_entry(key: str) -> None:
+    """Delete one encoder folder of the embedding cache (by its ``key``); what was cached is computed again
+    when it is needed."""
+    folder = cache_dir() / key
+    if not re.fullmatch(r"[0-9a-f]{24}", key) or not folder.is_dir():
+        raise ValueError(f"no embedding cache folder {key!r} under {cache_dir()}")
+    _ort_session.cache_clear()  # no open session may keep a deleted graph
+    shutil.rmtree(folder)
+
+
 # --- running an encoder ---------------------------------------------------------------------------
 
 

@@ -406,3 +406,63 @@ def score_pool(
         return ids, student.selection_proba_from_embeddings(emb)
     probs = student.predict_proba(texts, progress=progress, backend=backend)
     return ids, probs
+
+
+def embedding_cache(session: Session, *, prune: bool = False, min_age_s: float = 3600.0) -> dict[str, Any]:
+    """The embedding cache's encoder folders, each with what still uses it, and (``prune``) the removal of the
+    ones nothing can reach any more: no head file's encoder, no model version's student, and no encoder
+    folder still on disk with the same fingerprint (a deleted fine-tune, the truncated encoder a ``--layers``
+    fine-tune started from). Folders written in the last ``min_age_s`` seconds are kept: a training run may be
+    filling them. Returns {"entries": [...], "removed": [...], "freed_bytes", "kept_bytes"}."""
+    import json
+    import time
+
+    from labeling.heads import load_heads
+    from training.encoder import cache_entries, encoder_fingerprint, remove_cache_entry, resolve_encoder
+
+    users: dict[str, list[str]] = {}
+
+    def use(folder: Path | str, who: str) -> None:
+        try:
+            key = encoder_fingerprint(Path(folder))[:24]
+        except OSError:
+            return
+        users.setdefault(key, []).append(who)
+
+    for name, hd in sorted(load_heads().items()):
+        try:
+            use(resolve_encoder(hd.student.encoder), f"head {name}")
+        except ValueError:
+            continue  # an encoder that cannot be found uses no cache folder
+    for mv in session.exec(select(ModelVersion).where(col(ModelVersion.artifact_path).is_not(None)).order_by(ModelVersion.id)):
+        try:
+            folder = json.loads((Path(mv.artifact_path) / "student.json").read_text()).get("encoder_path")
+        except (OSError, ValueError):
+            continue
+        if folder and Path(folder).is_dir():
+            use(folder, f"model version {mv.id} ({mv.head}, {mv.kind})")
+    now = time.time()
+    entries, removed = [], []
+    for entry in cache_entries():
+        who = list(users.get(entry["key"], []))
+        path = entry["encoder_path"]
+        if not who and path and Path(path).is_dir():
+            try:
+                if encoder_fingerprint(Path(path))[:24] == entry["key"]:
+                    who.append(f"encoder folder {path}")
+            except OSError:
+                pass
+        recent = now - entry["newest"] < min_age_s
+        status = "in use" if who else "recent" if recent else "unused"
+        row = {**{k: entry[k] for k in ("key", "bytes", "encoder_path")}, "status": status, "used_by": who}
+        if prune and status == "unused":
+            remove_cache_entry(entry["key"])
+            removed.append(row)
+        else:
+            entries.append(row)
+    return {
+        "entries": entries,
+        "removed": removed,
+        "freed_bytes": sum(r["bytes"] for r in removed),
+        "kept_bytes": sum(r["bytes"] for r in entries),
+    }

@@ -1,0 +1,77 @@
+"""The embedding cache report and its pruning (`distilloop cache`), with the tiny encoder and a real database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.unit.training.test_service import _seed, heads  # noqa: F401  (fixture)
+from training.encoder import cache_dir, embed, encoder_fingerprint, remove_cache_entry
+from training.service import embedding_cache, train_head
+
+pytestmark = pytest.mark.unit
+
+
+def _age(folder: Path, hours: float) -> None:
+    when = time.time() - hours * 3600
+    for f in folder.rglob("*"):
+        os.utime(f, (when, when))
+
+
+def _gone_encoder(tiny_encoder: Path, tmp_path: Path, name: str, *, hours: float) -> str:
+    """A cache folder whose encoder (a changed copy of the tiny one) is deleted afterwards."""
+    copy = tmp_path / name
+    shutil.copytree(tiny_encoder, copy)
+    (copy / "copy-note.txt").write_text(name)  # another fingerprint than the tiny encoder's
+    key = encoder_fingerprint(copy)[:24]
+    embed(["a message nobody will embed again"], encoder=copy, backend="torch")
+    shutil.rmtree(copy)
+    _age(cache_dir() / key, hours)
+    return key
+
+
+def test_unused_folders_are_reported_and_pruned_the_rest_kept(sqlite_engine, heads: Path, tiny_encoder: Path, tmp_path: Path):  # noqa: F811
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        mv = train_head(session, head="toy", kind="probe")
+        session.commit()
+        used = encoder_fingerprint(tiny_encoder)[:24]
+        _age(cache_dir() / used, 5)  # old, but in use: kept
+        stale = _gone_encoder(tiny_encoder, tmp_path, "deleted-finetune", hours=5)
+        fresh = _gone_encoder(tiny_encoder, tmp_path, "still-training", hours=0)
+
+        report = embedding_cache(session)
+        by_key = {e["key"]: e for e in report["entries"]}
+        assert set(by_key) == {used, stale, fresh} and report["removed"] == []
+        assert by_key[used]["status"] == "in use"
+        assert "head toy" in by_key[used]["used_by"] and f"model version {mv.id} (toy, probe)" in by_key[used]["used_by"]
+        assert by_key[stale]["status"] == "unused" and by_key[stale]["encoder_path"].endswith("deleted-finetune")
+        assert by_key[fresh]["status"] == "recent"
+
+        pruned = embedding_cache(session, prune=True)
+        assert [r["key"] for r in pruned["removed"]] == [stale] and pruned["freed_bytes"] >= by_key[stale]["bytes"] > 0
+        assert not (cache_dir() / stale).exists() and (cache_dir() / used).is_dir() and (cache_dir() / fresh).is_dir()
+    with pytest.raises(ValueError, match="no embedding cache folder 'nope'"):
+        remove_cache_entry("nope")
+
+
+def test_cache_command(sqlite_engine, heads: Path, tiny_encoder: Path, tmp_path: Path):  # noqa: F811
+    runner = CliRunner()
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        train_head(session, head="toy", kind="probe")
+        session.commit()
+    stale = _gone_encoder(tiny_encoder, tmp_path, "gone", hours=2)
+    r = runner.invoke(cli, ["cache"])
+    assert r.exit_code == 0, r.output
+    assert "in use" in r.output and "unused" in r.output and "distilloop cache --prune" in r.output
+    r = runner.invoke(cli, ["cache", "--prune"])
+    assert r.exit_code == 0, r.output
+    assert f"removed {stale}" in r.output and "freed" in r.output and not (cache_dir() / stale).exists()
