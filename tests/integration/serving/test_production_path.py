@@ -72,8 +72,10 @@ def test_calibrate_cascade_shadow_and_feedback(exported_intent, intent_llm_serve
     assert json.loads((exported_intent / "export.json").read_text())["cascade"]["threshold"] == cascade["threshold"]
 
     logger = ShadowLogger(sqlite_engine, flush_interval=0.1, register_atexit=False)
-    node = make_classifier_node(exported_intent, cascade=True, shadow=ShadowMode(logger, fraction=1.0),
-                                llm=teacher_llm("intent", max_retries=0, timeout=5))
+    # a slot for every request: on a busy machine the default 4 in-flight shadow calls can all still be running
+    # when the next request comes, and that request is (by design) not shadowed
+    shadow = ShadowMode(logger, fraction=1.0, max_in_flight=len(MESSAGES))
+    node = make_classifier_node(exported_intent, cascade=True, shadow=shadow, llm=teacher_llm("intent", max_retries=0, timeout=5))
     app = _graph(node)
     outs = [app.invoke({"message": m, "request_id": f"req-{i}"}) for i, m in enumerate(MESSAGES)]
     for out in outs:
@@ -92,6 +94,7 @@ def test_calibrate_cascade_shadow_and_feedback(exported_intent, intent_llm_serve
     assert by == expected
     stats = node.close()
     assert stats["log"]["written"] == len(MESSAGES) and stats["log"]["dropped"] == 0
+    assert stats["shadow"]["skipped"] == 0
     assert intent_llm_server.count() == len(MESSAGES)  # every request reached the LLM once (cascade or shadow)
 
     with Session(sqlite_engine) as s:
