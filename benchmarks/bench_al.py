@@ -22,7 +22,7 @@ first round's), timed; with teacher labels and without.
 Writes bench-results/al/{curves.csv, curves.png, summary.csv, summary.md, result.json},
 bench-results/al.json and bench-results/al.md.
 
-    .venv/bin/python benchmarks/bench_al.py [--seeds 0,1,2] [--arm SPEC ...] [--no-db-round] [--db-round-only] [--quick]
+    .venv/bin/python benchmarks/bench_al.py [--seeds 0,1,2] [--arm SPEC ...] [--no-db-round] [--db-round-only] [--ceiling-only] [--quick]
 """
 
 from __future__ import annotations
@@ -67,57 +67,73 @@ def _arm(spec: str):
 def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
     """How far can a student with ``n_labels`` human labels get towards the all-data accuracy? For each seed:
     the human labels chosen by margin_diversity up to ``n_labels`` (the same picks as the semi-supervised
-    arm, which ranks by its supervised head), then the probe on them alone, the semi-supervised probe, and
-    the refit the semi-supervised probe would make if every pseudo-label were right (the gold label of every
-    other pool message, weight 0.3, class weights from the human labels, as in the product's refit); and
-    the accuracy of the pseudo-labels themselves."""
+    arm, which ranks by its supervised head), then the probe on them alone, the product's semi-supervised
+    probe (``training.students.ProbeStudent`` with pseudo-labels), the accuracy of its pseudo-labels, and the
+    same probe if every pseudo-label were right (its pseudo-labelling replaced by the gold labels)."""
+    from unittest import mock
+
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from active_learning.simulation import Arm, ProbeStudent, SimulationConfig, load_dataset, run_curve
+    import training.semi_supervised as semi
+    from active_learning.simulation import (
+        Arm,
+        ProbeStudent,
+        SimulationConfig,
+        _semi_student,
+        load_dataset,
+        run_curve,
+    )
     from training.encoder import embed
-    from training.semi_supervised import PseudoLabelParams, pseudo_label
-    from training.students import _class_weight_dict
+    from training.semi_supervised import PseudoLabelParams
 
     data = load_dataset("banking77")
     x_pool = np.asarray(embed(data.pool_texts), dtype=np.float32)
     x_test = np.asarray(embed(data.test_texts), dtype=np.float32)
     y_pool, y_test, k = data.pool_y, data.test_y, len(data.classes)
-    cfg = SimulationConfig(initial=200, step=200, max_labels=n_labels, C=PROBE_C, output_dir=Path(tempfile.mkdtemp(prefix="bench-al-ceiling-")))
-    pl = PseudoLabelParams(method="knn", weight=PSEUDO_WEIGHT)
+    cfg = SimulationConfig(
+        initial=200, step=200, max_labels=n_labels, C=PROBE_C, pseudo_labels=PseudoLabelParams(method="knn", weight=PSEUDO_WEIGHT),
+        output_dir=Path(tempfile.mkdtemp(prefix="bench-al-ceiling-")),
+    )
+    real_pseudo_label = semi.pseudo_label
 
-    def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, cw: dict | None = None) -> float:
-        from sklearn.linear_model import LogisticRegression
+    def semi_accuracy(lab: np.ndarray, rest: np.ndarray, pseudo_label) -> float:  # noqa: ANN001
+        student = _semi_student(k, cfg)
+        with mock.patch.object(semi, "pseudo_label", pseudo_label):
+            student.fit_embeddings(x_pool[lab], y_pool[lab], C=PROBE_C, unlabelled=x_pool[rest], pseudo_labels=cfg.pseudo_labels)
+        return float(np.mean(student.proba_from_embeddings(x_test).argmax(axis=1) == y_test))
 
-        clf = LogisticRegression(C=PROBE_C, class_weight=cw if cw is not None else "balanced", max_iter=2000)
-        clf.fit(x, y, sample_weight=w)
-        return float(np.mean(clf.predict(x_test) == y_test))
+    def one(seed: int) -> dict:
+        got: list[np.ndarray] = []
+        run_curve(Arm("margin_diversity", {"margin_diversity": 1.0}), seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test,
+                  y_test=y_test, n_classes=k, cfg=cfg, labelled_out=got)
+        lab = got[0]
+        rest = np.setdiff1d(np.arange(len(y_pool)), lab)
+        sup = ProbeStudent(k, C=PROBE_C, class_weight="balanced", max_iter=2000, warm_start=False).fit(x_pool[lab], y_pool[lab])
+        right: list[np.ndarray] = []
 
-    rows = []
+        def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202  (the real pseudo-labels, checked against gold)
+            picked, labels, conf = real_pseudo_label(*args, **kwargs)
+            right.append(labels == y_pool[rest][picked])
+            return picked, labels, conf
+
+        def gold(emb_l, y_l, emb_u, probs_u, params, *, seed=0):  # noqa: ANN001, ANN202, ARG001
+            return np.arange(len(rest)), y_pool[rest], np.ones(len(rest))
+
+        semi_acc = semi_accuracy(lab, rest, spy)
+        return {
+            "seed": seed,
+            "human_labels": int(len(lab)),
+            "probe_on_human_labels": float(np.mean(sup.predict_proba(x_test).argmax(axis=1) == y_test)),
+            "semi_supervised": semi_acc,
+            "pseudo_label_accuracy": float(np.mean(right[0])),
+            "semi_supervised_with_every_pseudo_label_right": semi_accuracy(lab, rest, gold),
+        }
+
     with threadpool_limits(limits=1):
-        for seed in seeds:
-            got: list[np.ndarray] = []
-            run_curve(Arm("margin_diversity", {"margin_diversity": 1.0}), seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test,
-                      y_test=y_test, n_classes=k, cfg=cfg, labelled_out=got)
-            lab = got[0]
-            rest = np.setdiff1d(np.arange(len(y_pool)), lab)
-            sup = ProbeStudent(k, C=PROBE_C, class_weight="balanced", max_iter=2000, warm_start=False).fit(x_pool[lab], y_pool[lab])
-            _, pseudo, _ = pseudo_label(x_pool[lab], y_pool[lab], x_pool[rest], sup.predict_proba(x_pool[rest]), pl)
-            cw = _class_weight_dict(y_pool[lab], k, "balanced")
-            both_x = np.concatenate([x_pool[lab], x_pool[rest]])
-            weights = np.concatenate([np.ones(len(lab)), np.full(len(rest), pl.weight)])
-            rows.append({
-                "seed": seed,
-                "human_labels": int(len(lab)),
-                "probe_on_human_labels": float(np.mean(sup.predict_proba(x_test).argmax(axis=1) == y_test)),
-                "semi_supervised": fit(both_x, np.concatenate([y_pool[lab], pseudo]), weights, cw),
-                "pseudo_label_accuracy": float(np.mean(pseudo == y_pool[rest])),
-                "semi_supervised_with_every_pseudo_label_right": fit(both_x, np.concatenate([y_pool[lab], y_pool[rest]]), weights, cw),
-            })
-        full = fit(x_pool, y_pool)
+        rows = [one(seed) for seed in seeds]
     keys = [key for key in rows[0] if key not in ("seed", "human_labels")]
-    return {"n_labels": n_labels, "seeds": seeds, "all_data_accuracy": full,
-            "mean": {key: round(float(np.mean([r[key] for r in rows])), 4) for key in keys}, "per_seed": rows}
+    return {"n_labels": n_labels, "seeds": seeds, "mean": {key: round(float(np.mean([r[key] for r in rows])), 4) for key in keys}, "per_seed": rows}
 
 
 def db_round(n: int = 200, *, teacher: bool = True) -> dict:
@@ -230,6 +246,21 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
     return {"pool": len(data.pool_texts), "teacher": teacher, "load_s": round(load_s, 1), **out}
 
 
+def _ceiling_report(report: dict, seeds: list[int], full: float) -> None:
+    print("\nwhat 2,000 human labels can reach (margin_diversity picks; pseudo-labels as measured, then all right) …", flush=True)
+    report["ceiling_at_2000"] = ceiling(seeds)
+    c = report["ceiling_at_2000"]["mean"]
+    print(json.dumps(c, indent=2))
+    (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
+    with (RESULTS_DIR / "al.md").open("a") as f:
+        f.write(
+            f"\nwith 2,000 human labels (margin_diversity picks, mean of {len(seeds)} seeds; all-data {full:.4f}): probe "
+            f"{c['probe_on_human_labels']:.4f}, semi-supervised {c['semi_supervised']:.4f} (pseudo-labels "
+            f"{c['pseudo_label_accuracy']:.4f} right), semi-supervised if every pseudo-label were right "
+            f"{c['semi_supervised_with_every_pseudo_label_right']:.4f}\n"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
@@ -238,6 +269,7 @@ def main() -> None:
     ap.add_argument("--no-db-round", dest="db_round", action="store_false",
                     help="skip timing two real rounds (distilloop select) on a 10k-message SQLite pool")
     ap.add_argument("--db-round-only", action="store_true", help="only time the real rounds; merge into bench-results/al.json")
+    ap.add_argument("--ceiling-only", action="store_true", help="only measure what 2,000 labels can reach; merge into bench-results/al.json")
     ap.add_argument("--quick", action="store_true", help="1 seed, up to 1,000 labels (a smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "al")
     args = ap.parse_args()
@@ -258,6 +290,10 @@ def main() -> None:
             f.write(f"\nwithout teacher labels (semi-supervised probe): {json.dumps(report['db_round_no_teacher'])}\n")
         return
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    if args.ceiling_only:
+        report = json.loads((RESULTS_DIR / "al.json").read_text())
+        _ceiling_report(report, seeds, report["full_data_accuracy"])
+        return
     cfg = SimulationConfig(
         dataset="banking77",
         arms=[_arm(a) for a in (args.arm or DEFAULT_ARMS)],
@@ -326,18 +362,7 @@ def main() -> None:
     ]
     (RESULTS_DIR / "al.md").write_text("\n".join(md) + "\n")
     if not args.quick:
-        print("\nwhat 2,000 human labels can reach (margin_diversity picks; pseudo-labels as measured, then all right) …", flush=True)
-        report["ceiling_at_2000"] = ceiling(seeds)
-        c = report["ceiling_at_2000"]["mean"]
-        print(json.dumps(c, indent=2))
-        (RESULTS_DIR / "al.json").write_text(json.dumps(report, indent=2, default=str))
-        with (RESULTS_DIR / "al.md").open("a") as f:
-            f.write(
-                f"\nwith 2,000 human labels (margin_diversity picks, mean of {len(seeds)} seeds; all-data {full:.4f}): probe "
-                f"{c['probe_on_human_labels']:.4f}, semi-supervised {c['semi_supervised']:.4f} (pseudo-labels "
-                f"{c['pseudo_label_accuracy']:.4f} right), semi-supervised if every pseudo-label were right "
-                f"{c['semi_supervised_with_every_pseudo_label_right']:.4f}\n"
-            )
+        _ceiling_report(report, seeds, full)
     print(f"\nplot: {result['files']['plot']}\nresults: {RESULTS_DIR / 'al.json'}")
     if args.db_round:
         print("\ntiming two real rounds (distilloop select) on a 10k-message SQLite pool …", flush=True)

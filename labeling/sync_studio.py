@@ -591,7 +591,7 @@ def _retract_consensus(session: Session, item: QueueItem, held: Sequence[Label],
     for lab in held:
         if lab.superseded_by_id is None and lab.annotator == CONSENSUS and lab.external_ref == ref:
             crud.retract_label(session, lab, reason=f"Label Studio task {item.ls_task_id} no longer has a consensus")
-            result["labels_retracted"] = result.get("labels_retracted", 0) + 1
+            result["labels_retracted"] += 1
 
 
 def _mark_deleted(session: Session, hd: HeadDef, client: StudioClient, pid: int) -> int:

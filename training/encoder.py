@@ -27,6 +27,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -190,20 +191,19 @@ def cache_path(fingerprint: str, *, backend: str, max_length: int) -> Path:
 
 def cache_entries() -> list[dict[str, Any]]:
     """Every encoder folder of the embedding cache: ``key`` (the fingerprint prefix naming the folder), its
-    size in bytes, the newest file time, its files, and the encoder folder that last opened it."""
+    size in bytes, when it was last written, and the encoder folder that last opened it."""
     root = cache_dir()
     out: list[dict[str, Any]] = []
     if not root.is_dir():
         return out
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = [f for f in folder.rglob("*") if f.is_file()]
-        stats = {f: f.stat() for f in files}
+        stats = {f: f.stat() for f in folder.rglob("*") if f.is_file()}
         # reading a WAL database touches its -shm file: only the data files say when the folder was last written
         written = [st.st_mtime for f, st in stats.items() if not f.name.endswith(("-shm", "-wal"))]
         encoder_path = None
         for db in sorted(folder.glob("*.sqlite")):
             try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
                     row = conn.execute("SELECT v FROM meta WHERE k = 'encoder_path'").fetchone()
                 encoder_path = row[0] if row else encoder_path
             except sqlite3.Error:
@@ -211,10 +211,8 @@ def cache_entries() -> list[dict[str, Any]]:
         out.append(
             {
                 "key": folder.name,
-                "path": str(folder),
                 "bytes": sum(st.st_size for st in stats.values()),
                 "newest": max(written, default=folder.stat().st_mtime),
-                "files": sorted(f.relative_to(folder).as_posix() for f in files),
                 "encoder_path": encoder_path,
             }
         )

@@ -205,7 +205,7 @@ def previous_probe_head(session: Session, *, head: str, labels: list[str], encod
                 w, b = arrays["weight"], arrays["bias"]
         except (OSError, KeyError, ValueError):
             continue
-        if w.shape == (len(labels), w.shape[1]) and b.shape == (len(labels),):
+        if w.ndim == 2 and w.shape[0] == len(labels) and b.shape == (len(labels),):
             return mv.id, (w, b)
     return None
 
@@ -279,7 +279,7 @@ def train_head(
                 max_iter=cfg.probe.max_iter, progress=progress, unlabelled_texts=unlabelled, pseudo_labels=pseudo,
                 init=init[1] if init else None,
             )
-            if init:
+            if init and student.params.get("warm_start"):
                 student.params["warm_start_from"] = init[0]
         else:
             from training.finetune import FinetuneParams
@@ -419,6 +419,7 @@ def embedding_cache(session: Session, *, prune: bool = False, min_age_s: float =
 
     from labeling.heads import load_heads
     from training.encoder import cache_entries, encoder_fingerprint, remove_cache_entry, resolve_encoder
+    from training.students import student_encoder_path
 
     users: dict[str, list[str]] = {}
 
@@ -436,10 +437,10 @@ def embedding_cache(session: Session, *, prune: bool = False, min_age_s: float =
             continue  # an encoder that cannot be found uses no cache folder
     for mv in session.exec(select(ModelVersion).where(col(ModelVersion.artifact_path).is_not(None)).order_by(ModelVersion.id)):
         try:
-            folder = json.loads((Path(mv.artifact_path) / "student.json").read_text()).get("encoder_path")
-        except (OSError, ValueError):
+            folder = student_encoder_path(Path(mv.artifact_path), json.loads((Path(mv.artifact_path) / "student.json").read_text()))
+        except (OSError, ValueError, KeyError):
             continue
-        if folder and Path(folder).is_dir():
+        if folder.is_dir():
             use(folder, f"model version {mv.id} ({mv.head}, {mv.kind})")
     now = time.time()
     entries, removed = [], []

@@ -215,6 +215,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(type(o).__name__)
 
 
+def student_encoder_path(folder: Path, cfg: dict[str, Any]) -> Path:
+    """The encoder folder a saved student (its folder and ``student.json``) embeds with: fine-tunes keep their
+    own encoder inside the folder (a relative path), probes name the shared one."""
+    enc = Path(cfg["encoder_path"])
+    return enc if enc.is_absolute() else (folder / enc).resolve()
+
+
 def load_student(directory: Path | str) -> Student:
     """Read a student saved by :meth:`Student.save`."""
     folder = Path(directory)
@@ -224,9 +231,7 @@ def load_student(directory: Path | str) -> Student:
     cfg = json.loads(cfg_file.read_text())
     if cfg.get("format") != STUDENT_FORMAT:
         raise ValueError(f"{folder}: student format {cfg.get('format')!r} is not supported (expected {STUDENT_FORMAT}); retrain the head")
-    enc = Path(cfg["encoder_path"])
-    if not enc.is_absolute():
-        enc = (folder / enc).resolve()
+    enc = student_encoder_path(folder, cfg)
     if not enc.is_dir():
         raise ValueError(f"{folder}: its encoder folder {enc} does not exist any more; retrain the head or restore the encoder")
     arrays = np.load(folder / "head.npz")
@@ -455,6 +460,8 @@ class ProbeStudent(Student):
                 "class_weight": class_weight,
                 "max_iter": max_iter,
                 "n_train": int(len(y)),
+                # sklearn keeps one row for two classes: a warm start needs three or more
+                "warm_start": init is not None and self.kind != "multi" and len(np.unique(y)) > 2,
                 "fit_seconds": round(time.perf_counter() - t0, 3),
             }
         )
@@ -480,6 +487,8 @@ class ProbeStudent(Student):
         y = targets_matrix(values, self.labels, self.kind)
         check_trainable(y, self.labels, self.kind)
         emb = self.embed(list(texts), progress=progress)
+        if init is not None and np.shape(init[0])[1:] != emb.shape[1:]:
+            init = None  # a head of another embedding size (the encoder changed since): fit from scratch
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         unl = None
         if pseudo_labels is not None and pseudo_labels.enabled and unlabelled_texts and self.kind != "multi":

@@ -36,7 +36,7 @@ def _item(session: Session, text: str, head: str = "intent") -> QueueItem:
 
 
 def _counts() -> dict:
-    return {"skipped": 0, "review": 0, "labelled": 0}
+    return {"skipped": 0, "review": 0, "labelled": 0, "labels_retracted": 0}
 
 
 def test_majority_wins_tie_goes_to_review_never_averaged(sqlite_engine) -> None:
@@ -52,7 +52,7 @@ def test_majority_wins_tie_goes_to_review_never_averaged(sqlite_engine) -> None:
         _resolve(s, hd, partial, {"a@x": "social"}, [], 2, r)
         _resolve(s, hd, skipped, {}, ["a@x"], 1, r)
         assert (maj.status, tie.status, partial.status, skipped.status) == ("labelled", "review", "pushed", "skipped")
-        assert r == {"skipped": 1, "review": 1, "labelled": 1}
+        assert r == {"skipped": 1, "review": 1, "labelled": 1, "labels_retracted": 0}
         winner = crud.effective_labels(s, head="intent")[maj.message_id]
         assert (winner.annotator, winner.value, winner.confidence) == (CONSENSUS, "social", pytest.approx(2 / 3, abs=1e-4))
         assert maj.meta["resolution"]["method"] == "majority"

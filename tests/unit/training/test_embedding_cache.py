@@ -75,3 +75,20 @@ def test_cache_command(sqlite_engine, heads: Path, tiny_encoder: Path, tmp_path:
     r = runner.invoke(cli, ["cache", "--prune"])
     assert r.exit_code == 0, r.output
     assert f"removed {stale}" in r.output and "freed" in r.output and not (cache_dir() / stale).exists()
+
+
+def test_a_finetuned_students_own_encoder_counts_as_in_use(sqlite_engine, heads: Path, tiny_encoder: Path):  # noqa: F811
+    from training.service import load_model_version_student, score_pool
+
+    with Session(sqlite_engine) as session:
+        _seed(session)
+        mv = train_head(session, head="toy", kind="finetune")
+        session.commit()
+        score_pool(session, head="toy", model_version_id=mv.id)  # embeds the pool with the fine-tuned encoder
+        own = encoder_fingerprint(Path(load_model_version_student(mv).encoder_path))[:24]
+        assert (cache_dir() / own).is_dir()
+        _age(cache_dir() / own, 5)
+        report = embedding_cache(session, prune=True)
+    assert own not in {r["key"] for r in report["removed"]}
+    row = next(e for e in report["entries"] if e["key"] == own)
+    assert row["status"] == "in use" and f"model version {mv.id} (toy, finetune)" in row["used_by"]

@@ -318,3 +318,18 @@ def test_pool_is_scored_with_the_features_the_probe_learned_on(sqlite_engine, he
     np.testing.assert_allclose(probs, student.predict_proba(texts), atol=1e-6)
     # no second (INT8) embedding of the pool
     assert not list(cache_dir().rglob("onnx-int8-*.sqlite"))
+
+
+def test_a_previous_head_of_another_embedding_size_is_not_a_starting_point(tiny_encoder: Path):
+    import numpy as np
+
+    from training.students import new_student
+
+    texts, topics = zip(*toy_texts(30, seed=3), strict=True)
+    student = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))
+    student.fit(list(texts), list(topics), init=(np.zeros((3, 5)), np.zeros(3)))  # the encoder changed since
+    assert student.params["warm_start"] is False
+    dim = student.weight.shape[1]
+    again = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))
+    again.fit(list(texts), list(topics), init=(student.weight, student.bias))
+    assert again.params["warm_start"] is True and again.weight.shape == (3, dim)
