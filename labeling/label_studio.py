@@ -304,14 +304,46 @@ class StudioClient:
         user = self.call("checking the API token", self.sdk.users.whoami)
         return {"id": user.id, "email": user.email}
 
-    def user_email(self, user_id: int | None) -> str:
-        """The e-mail of a user id (cached; the users list is read once)."""
+    def user_email(self, user_id: int | None) -> str | None:
+        """The e-mail of a user id (cached; the users list is read once). None for an annotator removed
+        from the organization: Label Studio then shows "Deleted" instead of the address, so the caller
+        keeps the name it recorded for that user's answers."""
         if user_id is None:
             return "unknown"
         if user_id not in self._emails:
-            for user in self.call("listing users", lambda: list(self.sdk.users.list())):
-                self._emails[int(user.id)] = user.email or user.username or str(user.id)
+            for user in self.users():
+                self._emails[int(user["id"])] = user["email"] if not user["removed"] else None
         return self._emails.get(int(user_id), f"user:{user_id}")
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every account of the organization: id, email, joined, last activity, and whether it was removed
+        (Label Studio keeps removed members, masking their e-mail as "Deleted")."""
+        out = []
+        for user in self.call("listing users", lambda: list(self.sdk.users.list())):
+            email = user.email or ""
+            out.append({
+                "id": int(user.id),
+                "email": email if "@" in email else None,
+                "removed": "@" not in email,
+                "date_joined": user.date_joined.isoformat() if getattr(user, "date_joined", None) else None,
+                "last_activity": user.last_activity.isoformat() if getattr(user, "last_activity", None) else None,
+            })
+        return out
+
+    def organization_id(self) -> int:
+        user = self.call("checking the API token", self.sdk.users.whoami)
+        return int(user.active_organization)
+
+    def new_invite(self) -> str:
+        """A fresh invitation token of the organization (sign-up link); every earlier link stops working."""
+        return self.call("renewing the invitation link", self.sdk.organizations.reset_token).token
+
+    def remove_member(self, user_id: int) -> None:
+        """Remove an account from the organization (Label Studio's soft delete: its answers stay, attributed
+        to it; it sees no project and can no longer annotate)."""
+        org = self.organization_id()
+        self.call(f"removing user {user_id}", self.sdk.organizations.members.delete, org, user_id)
+        self._emails.pop(int(user_id), None)
 
     # -- projects --
 

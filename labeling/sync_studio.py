@@ -298,10 +298,19 @@ def _import_once(
 # --- pull -----------------------------------------------------------------------------------------
 
 
-def _annotator(client: StudioClient, completed_by: Any) -> str:
-    if isinstance(completed_by, dict):
-        return completed_by.get("email") or client.user_email(completed_by.get("id"))
-    return client.user_email(int(completed_by) if completed_by is not None else None)
+def _annotator(client: StudioClient, ann: dict[str, Any], held: Sequence[Label]) -> str:
+    """Who gave an answer: the account's e-mail; for an annotator removed since (Label Studio masks the
+    address), the name already recorded for this annotation, so removing an account rewrites no label."""
+    completed_by = ann.get("completed_by")
+    user_id = completed_by.get("id") if isinstance(completed_by, dict) else completed_by
+    email = completed_by.get("email") if isinstance(completed_by, dict) else None
+    if email and "@" in email:
+        return email
+    who = client.user_email(int(user_id) if user_id is not None else None)
+    if who is not None:
+        return who
+    ref = str(ann.get("id"))
+    return next((lab.annotator for lab in held if lab.external_ref == ref and lab.annotator), f"removed-user:{user_id}")
 
 
 def _value_key(value: Any) -> str:
@@ -432,7 +441,7 @@ def _pull_page(
         answered: set[str] = set()
         for ann in task.get("annotations") or []:
             result["annotations_seen"] += 1
-            who = _annotator(client, ann.get("completed_by"))
+            who = _annotator(client, ann, held[item.message_id])
             if ann.get("was_cancelled"):
                 cancelled.append(who)
                 continue

@@ -1,4 +1,5 @@
-"""Label Studio commands: `studio start|stop|status|listen`, `push`, `pull`, `agreement`, `holdout-batch`."""
+"""Label Studio commands: `studio start|stop|status|login|listen`, `studio annotators add|list|remove`, `push`,
+`pull`, `agreement`, `holdout-batch`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from rich.table import Table
 from app.commands._common import cli_errors, console, progress_bar
 
 studio_cli = typer.Typer(help="Run the local Label Studio server and listen to its annotation events.", no_args_is_help=True)
+annotators_cli = typer.Typer(help="Annotator accounts on the Label Studio server (self sign-up is off).", no_args_is_help=True)
+studio_cli.add_typer(annotators_cli, name="annotators")
 
 
 def register(cli: typer.Typer) -> None:
@@ -72,6 +75,67 @@ def _print_status(st) -> None:  # noqa: ANN001
     console.print(f"data: {st.data_dir}  log: {st.log_file}")
     if st.message:
         console.print(st.message)
+
+
+@studio_cli.command("login")
+def login() -> None:
+    """Where to log in to Label Studio: the URL, the admin user and where its password is (never the password)."""
+    from db.settings import get_settings
+    from labeling.studio import password_file
+
+    settings = get_settings()
+    console.print(f"Label Studio: {settings.label_studio_url.rstrip('/')}/user/login/")
+    console.print(f"admin user:   {settings.label_studio_username}")
+    if settings.label_studio_password is not None:
+        console.print("password:     the LABEL_STUDIO_PASSWORD you set")
+    elif password_file().exists():
+        console.print(f"password:     in {password_file()} (readable by its owner only): cat it to read it")
+    else:
+        console.print("password:     not generated yet: `distilloop studio start` generates it (or set LABEL_STUDIO_PASSWORD)")
+    console.print("annotators:   `distilloop studio annotators add EMAIL` gives each person an account of their own")
+
+
+@annotators_cli.command("add")
+def annotators_add(
+    email: str = typer.Argument(..., help="The annotator's e-mail address (their login)."),
+    invite: bool = typer.Option(False, "--invite", help="Print a sign-up link instead (they choose their own password)."),
+) -> None:
+    """Create an annotator account; its password (or sign-up link) is printed once and stored nowhere."""
+    from labeling.annotators import add_annotator
+
+    with _errors():
+        new = add_annotator(email, invite_only=invite)
+    if new.invite_url:
+        console.print(f"sign-up link for {new.email} (valid until the next `annotators add`; shown once):")
+        console.print(new.invite_url, soft_wrap=True, highlight=False)
+        console.print(f"they sign up there with {new.email} and a password of their choice, then log in at {new.login_url}")
+    else:
+        console.print(f"account {new.email} created; log in at {new.login_url}")
+        console.print(f"password (shown once, stored nowhere): {new.password}", highlight=False)
+    console.print("every account sees every head's project")
+
+
+@annotators_cli.command("list")
+def annotators_list(removed: bool = typer.Option(False, "--removed", help="Also list removed accounts.")) -> None:
+    """The Label Studio accounts (the admin distilloop uses included)."""
+    from labeling.annotators import list_annotators
+
+    with _errors():
+        users = list_annotators(include_removed=removed)
+    for u in users:  # one line each (a table would cut long addresses on a narrow terminal)
+        console.print(f"{u['id']:>4}  {u['email'] or '(removed)'}  {'removed' if u['removed'] else 'active'}  "
+                      f"joined {(u['date_joined'] or '-')[:16]}  last active {(u['last_activity'] or '-')[:16]}",
+                      highlight=False, soft_wrap=True)
+
+
+@annotators_cli.command("remove")
+def annotators_remove(email: str = typer.Argument(..., help="The annotator's e-mail address.")) -> None:
+    """Remove an annotator: they see no project any more; the labels they gave stay attributed to them."""
+    from labeling.annotators import remove_annotator
+
+    with _errors():
+        user = remove_annotator(email)
+    console.print(f"removed {user['email']} (id {user['id']}); their answers stay, attributed to them")
 
 
 @studio_cli.command("listen")

@@ -26,7 +26,6 @@ from tests.support.postgres import free_port
 
 TEMPLATE = REPO / ".pytest_cache" / "distilloop-label-studio-template"
 ADMIN = "admin@distilloop.local"
-ADMIN_PASSWORD = "distilloop-admin"
 
 
 @dataclass
@@ -69,29 +68,36 @@ class LabelStudioServer:
         with self._env():
             return status()
 
-    def signup(self, email: str, password: str) -> str:
-        """Create an annotator through Label Studio's sign-up page (as a person would); returns their token."""
-        with httpx.Client(base_url=self.url, follow_redirects=True, timeout=60) as s:
-            s.get("/user/signup/")
-            csrf = s.cookies.get("csrftoken")
-            r = s.post(
-                "/user/signup/",
-                data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
-                headers={"Referer": f"{self.url}/user/signup/"},
-            )
-            if r.status_code >= 400:
-                raise RuntimeError(f"sign-up of {email} failed: HTTP {r.status_code}")
-            if s.get("/api/current-user/whoami").status_code != 200:  # already exists: log in instead
-                s.get("/user/login/")
-                s.post(
-                    "/user/login/",
-                    data={"email": email, "password": password, "csrfmiddlewaretoken": s.cookies.get("csrftoken")},
-                    headers={"Referer": f"{self.url}/user/login/"},
-                )
-            r = s.get("/api/current-user/token")
-            r.raise_for_status()
-            return r.json()["token"]
+    @property
+    def admin_password(self) -> str:
+        """The password `studio start` generated for the admin (kept beside the token)."""
+        return (self.var_dir / "label-studio" / "admin-password").read_text().strip()
 
+    def add_annotator(self, email: str) -> tuple[str, str]:
+        """An annotator account made with `distilloop studio annotators add`'s service, then logged into as
+        that person would: returns (their password, their own API token)."""
+        from labeling.annotators import add_annotator
+        from labeling.label_studio import StudioClient
+
+        with self._env():
+            new = add_annotator(email, client=StudioClient(url=self.url, api_key=self.token))
+        assert new.password
+        return new.password, login_token(self.url, email, new.password)
+
+
+def login_token(url: str, email: str, password: str) -> str:
+    """Log in on Label Studio's login page (form + CSRF cookie) and read the account's own API token."""
+    with httpx.Client(base_url=url, follow_redirects=True, timeout=60) as s:
+        s.get("/user/login/")
+        s.post(
+            "/user/login/",
+            data={"email": email, "password": password, "csrfmiddlewaretoken": s.cookies.get("csrftoken") or ""},
+            headers={"Referer": f"{url}/user/login/"},
+        )
+        r = s.get("/api/current-user/token")
+        if r.status_code != 200:
+            raise RuntimeError(f"login of {email} failed: HTTP {r.status_code}")
+        return r.json()["token"]
 
 def _save_template(var_dir: Path) -> None:
     """Keep a migrated copy (database via SQLite's backup API, token, secret key) for later sessions."""
@@ -99,7 +105,7 @@ def _save_template(var_dir: Path) -> None:
     tmp = TEMPLATE.with_name(TEMPLATE.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
-    for name in ("api-token", "secret-key"):
+    for name in ("api-token", "admin-password", "secret-key"):
         shutil.copy2(src / name, tmp / name)
     with sqlite3.connect(src / "data" / "label_studio.sqlite3") as a, sqlite3.connect(tmp / "data" / "label_studio.sqlite3") as b:
         a.backup(b)

@@ -1,4 +1,6 @@
-"""A person labels in the real Label Studio page (headless Chromium through Playwright); the label arrives."""
+"""An annotator with an account of their own (made by `studio annotators add`) logs in to the real Label Studio
+page with the password it printed and labels there (headless Chromium through Playwright); the label arrives,
+attributed to them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from db import crud
 from db.models import QueueItem
 from labeling.label_studio import StudioClient
 from labeling.sync_studio import pull_annotations, push_queue
-from tests.support.label_studio import ADMIN, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,8 @@ def test_annotator_labels_in_the_browser(engine, studio_env, output_dir: Path) -
         pushed = push_queue(session, head=head, client=StudioClient.from_settings())
         item = session.exec(select(QueueItem).where(QueueItem.head == head)).one()
         url = studio_env.server.url
+        annotator = f"ana-{head}@example.org"
+        password, _ = studio_env.server.add_annotator(annotator)
         shot = output_dir / "label-studio-browser.png"
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -45,8 +48,8 @@ def test_annotator_labels_in_the_browser(engine, studio_env, output_dir: Path) -
             page.set_default_timeout(120_000)
             try:
                 page.goto(f"{url}/user/login/")
-                page.fill("input[name=email]", ADMIN)
-                page.fill("input[name=password]", ADMIN_PASSWORD)
+                page.fill("input[name=email]", annotator)
+                page.fill("input[name=password]", password)
                 page.click("button[type=submit], input[type=submit]")
                 page.wait_for_url(lambda u: "/user/login" not in u)
                 page.goto(f"{url}/projects/{pushed['project_id']}/data?task={item.ls_task_id}")
@@ -69,5 +72,5 @@ def test_annotator_labels_in_the_browser(engine, studio_env, output_dir: Path) -
         result = pull_annotations(session, head=head, client=StudioClient.from_settings())
         assert result["labels_created"] == 1, result
         [label] = crud.current_labels(session, head=head, origins=["human"])
-        assert (label.message_id, label.value, label.annotator) == (msg.id, "blue", ADMIN)
+        assert (label.message_id, label.value, label.annotator) == (msg.id, "blue", annotator)
         assert shot.exists() and shot.stat().st_size > 10_000

@@ -134,7 +134,7 @@ def test_push_pull_two_annotators(session: Session, studio_env) -> None:
     preds = admin.sdk.predictions.list(task=items[1].ls_task_id)
     assert {(p.model_version, p.score) for p in preds} == {(f"teacher:{get_settings().openai_model}", 0.9), ("student:latest", 0.6)}
 
-    second_token = studio_env.server.signup("second@distilloop.local", "second-annotator-pw")
+    _, second_token = studio_env.server.add_annotator(f"second-{head}@distilloop.local")
     second = StudioClient(url=studio_env.server.url, api_key=second_token)
     a, b, c, d, e, f, g = (i.ls_task_id for i in items)
     res = lambda v: annotation_result(hd, v)  # noqa: E731
@@ -370,7 +370,7 @@ def test_a_deleted_annotation_retracts_its_label_and_the_consensus(session: Sess
     for item in items:
         session.refresh(item)
     a, b = (i.ls_task_id for i in items)
-    second = StudioClient(url=studio_env.server.url, api_key=studio_env.server.signup("third@distilloop.local", "third-annotator-pw"))
+    second = StudioClient(url=studio_env.server.url, api_key=studio_env.server.add_annotator(f"third-{head}@distilloop.local")[1])
     res = lambda v: annotation_result(hd, v)  # noqa: E731
     admin.annotate(a, res("red"))
     second_on_a = second.annotate(a, res("red"))
@@ -392,7 +392,7 @@ def test_a_deleted_annotation_retracts_its_label_and_the_consensus(session: Sess
     assert items[0].status == "pushed" and items[1].status == "pushed"  # both wait for answers again
     history = crud.label_history(session, message_id=items[0].message_id, head=head)
     gone = [lab for lab in history if lab.superseded_by_id == lab.id]
-    assert {lab.annotator for lab in gone} == {CONSENSUS, "third@distilloop.local"}
+    assert {lab.annotator for lab in gone} == {CONSENSUS, f"third-{head}@distilloop.local"}
     assert all("deleted" in lab.meta["retracted"] or "consensus" in lab.meta["retracted"] for lab in gone)
 
     # pulling again changes nothing; a new answer is a new label
