@@ -55,10 +55,13 @@ def _import_section() -> None:
     if not ui.has_service("labeling.importers", "import_file"):
         ui.service("labeling.importers", "import_file")
         return
+    from labeling.import_paths import ImportPathRefused, imports_dir, resolve_import_path
+
     heads = list(ui.heads())
+    folder = imports_dir()
     with st.form("import_form"):
         upload = st.file_uploader("File", type=["csv", "jsonl", "ndjson", "parquet", "pq"])
-        local = st.text_input("…or a path on the dashboard's machine", placeholder="/data/messages.csv")
+        local = st.text_input(f"…or a file in {folder} (on the dashboard's machine)", placeholder="messages.csv")
         c1, c2, c3 = st.columns(3)
         head = c1.selectbox("Labels belong to head", [NO_HEAD, *heads])
         origin = c2.selectbox("Origin of the labels", ORIGINS, help="human > import > llm > synthetic")
@@ -66,11 +69,12 @@ def _import_section() -> None:
         submitted = st.form_submit_button("Import", type="primary")
     if submitted:
         if upload is None and not local.strip():
-            st.error("Choose a file to upload, or type the path of a file on this machine.")
+            st.error(f"Choose a file to upload, or type the name of a file in {folder}.")
         else:
-            path = _save_upload(upload) if upload is not None else Path(local.strip()).expanduser()
-            if not path.is_file():
-                st.error(f"No file at {path}: check the path (it is read on the machine that runs the dashboard).")
+            try:
+                path = _save_upload(upload) if upload is not None else resolve_import_path(local)
+            except ImportPathRefused as e:
+                st.error(str(e))
             else:
                 ui.start(
                     "import", "import", "labeling.importers:import_file", label=f"importing {path.name}",

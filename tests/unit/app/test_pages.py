@@ -69,12 +69,18 @@ def test_overview_on_an_empty_database_says_how_to_start(app_engine: Engine) -> 
     assert {m.label: m.value for m in at.metric}["Messages"] == "0"
 
 
+def _in_imports(tmp_path: Path, name: str, text: str) -> Path:
+    folder = tmp_path / "var" / "data" / "imports"  # DATA_DIR/imports: the only folder the dashboard reads paths in
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
+
+
 def test_import_button_imports_a_file_in_a_background_job(app_engine: Engine, tmp_path: Path) -> None:
-    csv = tmp_path / "incoming.csv"
-    csv.write_text("message,category\nhow do I reset my password?,rag_query\nhello there,chitchat\n", encoding="utf-8")
+    _in_imports(tmp_path, "incoming.csv", "message,category\nhow do I reset my password?,rag_query\nhello there,chitchat\n")
     at = make_app().run()
     at.switch_page("views/data.py").run()
-    at.text_input[0].input(str(csv))
+    at.text_input[0].input("incoming.csv")
     [sb for sb in at.selectbox if sb.label == "Labels belong to head"][0].select("intent")
     [b for b in at.button if b.label == "Import"][0].click()
     at.run()
@@ -92,8 +98,7 @@ def test_import_button_imports_a_file_in_a_background_job(app_engine: Engine, tm
 
 
 def test_a_refused_import_shows_the_reason_not_a_traceback(app_engine: Engine, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.csv"
-    bad.write_text("message,category\nhi,not_a_label\n", encoding="utf-8")
+    bad = _in_imports(tmp_path, "bad.csv", "message,category\nhi,not_a_label\n")
     at = make_app().run()
     at.switch_page("views/data.py").run()
     at.text_input[0].input(str(bad))
@@ -112,10 +117,29 @@ def test_a_refused_import_shows_the_reason_not_a_traceback(app_engine: Engine, t
 def test_a_missing_file_path_is_reported(app_engine: Engine, tmp_path: Path) -> None:
     at = make_app().run()
     at.switch_page("views/data.py").run()
-    at.text_input[0].input(str(tmp_path / "nope.csv"))
+    at.text_input[0].input("nope.csv")
     [b for b in at.button if b.label == "Import"][0].click()
     at.run()
-    assert any("No file at" in e.value for e in at.error)
+    assert any("no file 'nope.csv'" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("where", ["dotdot", "elsewhere", "symlink"])
+def test_a_path_outside_the_import_folder_is_refused(app_engine: Engine, tmp_path: Path, where: str) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("message,category\nmy salary is 90k,professional\n", encoding="utf-8")
+    folder = _in_imports(tmp_path, "ok.csv", "message\nhi\n").parent
+    (folder / "link.csv").symlink_to(secret)
+    typed = {"dotdot": "../../../secret.csv", "elsewhere": str(secret), "symlink": "link.csv"}[where]
+    at = make_app().run()
+    at.switch_page("views/data.py").run()
+    at.text_input[0].input(typed)
+    [b for b in at.button if b.label == "Import"][0].click()
+    at.run()
+    errors = [e.value for e in at.error]
+    assert errors and str(folder) in errors[0], errors
+    with Session(app_engine) as s:
+        assert s.exec(select(func.count()).select_from(Job)).one() == 0  # nothing was started
+        assert s.exec(select(func.count()).select_from(Message)).one() == 0
 
 
 def test_generation_and_prelabelling_say_an_api_key_is_needed(app_engine: Engine) -> None:
