@@ -6,6 +6,7 @@ Screenshots of every page land in test-output/dashboard/."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     init = subprocess.run([str(Path(sys.executable).parent / "distilloop"), "init", "--demo"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr
+    shutil.copytree(REPO / ".streamlit", tmp_path / ".streamlit")  # the project's Streamlit config, as `make run` reads it
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
@@ -113,6 +115,9 @@ def test_overview_train_export_in_a_real_browser(dashboard: tuple[str, dict[str,
             _pick_head(page, HEAD)
             expect(page.get_by_role("heading", name=f"Head: {HEAD}")).to_be_visible()
             shoot("1-overview")
+            # .streamlit/config.toml: no Deploy button, no developer options in the menu
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+            expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)
 
             goto("Data")
             shoot("2-data")

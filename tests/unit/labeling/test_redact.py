@@ -21,6 +21,16 @@ pytestmark = pytest.mark.unit
         ("see https://example.com/u/jdoe?id=3 for my profile", "see [URL] for my profile"),
         ("card 4111 1111 1111 1111 was charged", "card [CARD] was charged"),
         ("IBAN FR76 3000 6000 0112 3456 7890 189", "IBAN [IBAN]"),
+        # the examples
+        ("ask for Priya at reception", "ask for [NAME] at reception"),
+        ("I'm Tomasz Kowalski from Krakow", "I'm [NAME] from Krakow"),
+        ("my manager Olusegun wants a report", "my manager [NAME] wants a report"),
+        ("my husband Wei is moving with me", "my husband [NAME] is moving with me"),
+        ("I am Aigerim", "I am [NAME]"),
+        ("I live at 45 Elm Road, Leeds LS6 2AB", "I live at [ADDRESS]"),
+        ("follow me @ana_codes or linkedin.com/in/ana-silva-123", "follow me [HANDLE] or [URL]"),
+        ("my SSN is 532-18-7604", "my SSN is [SSN]"),
+        ("write to ana dot silva at gmail dot com", "write to [EMAIL]"),
     ],
 )
 def test_rules_redact_pii(text, expected):
@@ -39,6 +49,24 @@ def test_rules_redact_pii(text, expected):
 )
 def test_ordinary_text_is_left_alone(text):
     assert redact(text) == text
+
+
+def test_a_plugged_in_recognizer_runs_after_the_built_in_ones(monkeypatch):
+    from db.settings import reset_settings
+
+    monkeypatch.setenv("PII_RECOGNIZERS", "tests.unit.labeling.test_redact:employee_ids")
+    reset_settings()
+    assert redact("badge EMP-00417, mail bob@x.org") == "badge [EMPLOYEE_ID], mail [EMAIL]"
+    monkeypatch.setenv("PII_RECOGNIZERS", "tests.unit.labeling.nowhere:thing")
+    reset_settings()
+    with pytest.raises(ValueError, match="PII_RECOGNIZERS"):
+        redact("hello")
+
+
+def employee_ids(text):  # a user's recognizer: any callable text -> (start, end, kind)
+    import re
+
+    return [(m.start(), m.end(), "EMPLOYEE_ID") for m in re.finditer(r"EMP-\d{5}", text)]
 
 
 def test_outbound_uses_stored_redacted_copies_or_redacts_when_switched_on(monkeypatch):
