@@ -371,8 +371,8 @@ def pull_annotations(
         if page.tasks:
             # the listing is cheap (annotation ids only); full annotations come from the export API
             annotated = [int(t["id"]) for t in page.tasks if t.get("annotations")]
-            full = {int(t["id"]): t for t in client.export_tasks(pid, annotated)} if annotated else {}
-            tasks = [full.get(int(t["id"]), t) for t in page.tasks]
+            exported = {int(t["id"]): t for t in client.export_tasks(pid, annotated)} if annotated else {}
+            tasks = [exported.get(int(t["id"]), t) for t in page.tasks]
             _pull_page(session, hd, client, pid, tasks, required, result)
             cursor = max(int(t["id"]) for t in page.tasks)
         last = not page.has_next

@@ -402,3 +402,39 @@ def test_a_deleted_annotation_retracts_its_label_and_the_consensus(session: Sess
     assert again["labels_created"] == 1 and again["labels_retracted"] == 0 and again["labelled"] == 1
     winner = crud.effective_labels(session, head=head)[items[0].message_id]
     assert winner.annotator == CONSENSUS and winner.superseded_by_id is None  # a fresh consensus row
+
+
+def test_full_pull_notices_deleted_tasks_and_incremental_pulls_list_no_ids(session: Session, studio_env, engine) -> None:
+    """`--full` always checks for deleted tasks, even when the last page holds no annotation and the task count
+    is what it was; an incremental pull with an unchanged count does not list every task id."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the pull logic is the same on PostgreSQL")
+    head = studio_env.head
+    hd = get_head(head)
+    client = _client()
+    listed: list[int] = []
+    real_task_ids = client.task_ids
+
+    def task_ids(pid: int) -> set[int]:  # the real call, counted
+        listed.append(pid)
+        return real_task_ids(pid)
+
+    client.task_ids = task_ids  # type: ignore[method-assign]
+    items = _queue(session, head, 3, tag="full-pull")
+    push_queue(session, head=head, client=client)
+    pull_annotations(session, head=head, client=client)  # records the task count
+    client.annotate(items[0].ls_task_id, annotation_result(hd, "red"))
+    listed.clear()
+    incremental = pull_annotations(session, head=head, client=client)
+    assert incremental["incremental"] and incremental["labels_created"] == 1
+    assert listed == []  # same task count: no listing of every task id
+
+    # one task deleted and one pushed: the count is as before, so only a full pull can notice
+    client.delete_task(items[1].ls_task_id)
+    [extra] = _queue(session, head, 1, tag="full-pull-extra")
+    push_queue(session, head=head, client=client)
+    assert pull_annotations(session, head=head, client=client)["deleted"] == 0  # by design: counts equal
+    full = pull_annotations(session, head=head, client=client, full=True, page_size=1)  # its last page: no annotation
+    assert full["deleted"] == 1 and listed, full
+    session.refresh(items[1])
+    assert items[1].status == "deleted"
