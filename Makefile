@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-pii studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -53,6 +53,9 @@ lint: $(STAMP)
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
+
+bench-al-trust: $(STAMP)
+	$(BIN)/python benchmarks/bench_al.py --trust
 
 bench-al: $(STAMP)
 	$(BIN)/python benchmarks/bench_al.py

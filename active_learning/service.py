@@ -87,14 +87,20 @@ def _resolve_mix(head_def: Any, mix: Mapping[str, float] | str | None) -> dict[s
 
 
 def candidate_ids(session: Session, *, head: str) -> tuple[list[int], dict[str, int]]:
-    """Pool messages that may be queued for ``head``, and how many were excluded for each reason."""
+    """Pool messages that may be queued for ``head``, and how many were excluded for each reason. LLM labels
+    the head accepts without review (``teacher.auto_accept``, see :mod:`labeling.trust`) are not queued."""
+    from labeling.heads import get_head
+    from labeling.trust import auto_accepted_ids, compute_trust
+
     pool = [int(i) for i in session.exec(select(Message.id).where(Message.split == Split.POOL).order_by(Message.id))]
     gold = {lab.message_id for lab in crud.current_labels(session, head=head, origins=GOLD_ORIGINS)}
     queued = crud.open_queue_message_ids(session, head=head)
     holdout_bound = set(
         session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True)))
     )
-    out = [i for i in pool if i not in gold and i not in queued and i not in holdout_bound]
+    hd = get_head(head)
+    accepted = auto_accepted_ids(session, head=hd, report=compute_trust(session, head=hd)) if hd.teacher.auto_accept else set()
+    out = [i for i in pool if i not in gold and i not in queued and i not in holdout_bound and i not in accepted]
     pool_set = set(pool)
     excluded = {
         "pool": len(pool),
@@ -102,6 +108,7 @@ def candidate_ids(session: Session, *, head: str) -> tuple[list[int], dict[str, 
         "human_labelled": len(gold & pool_set),
         "queued": len((queued - gold) & pool_set),
         "holdout_bound": len((holdout_bound - gold - queued) & pool_set),
+        "auto_accepted": len((accepted - gold - queued - holdout_bound) & pool_set),
     }
     return out, excluded
 
@@ -278,6 +285,10 @@ def run_round(
         keep = labelled_y >= 0
         lab_pos, labelled_y = lab_pos[keep], labelled_y[keep]
     cand_pos = np.array(sorted(pos[m] for m in candidates if m in pos), dtype=np.int64)
+    from labeling.trust import compute_trust, trust_arrays
+
+    trust_report = compute_trust(session, head=hd)
+    trust = trust_arrays(trust_report, labels, prior_trust=hd.teacher.prior_trust, prior_strength=hd.teacher.prior_strength)
     view = PoolView(
         probs=probs,
         candidates=cand_pos,
@@ -286,6 +297,7 @@ def run_round(
         embeddings=emb,
         teacher_labels=teacher,
         teacher_confidence=tconf,
+        teacher_trust=trust,
         multi_label=hd.is_multi,
         threshold=hd.multi_label_threshold,
     )
@@ -324,6 +336,7 @@ def run_round(
             "cold_start_reason": reason_cold,
             "retrained": bool(retrain and not cold),
             "teacher": teacher_source,
+            "teacher_trust": {"status": trust_report["status"], "n_evidence": trust_report["n_evidence"]},
             "seed": seed,
             "candidates": len(candidates),
             "excluded": excluded,

@@ -1,8 +1,11 @@
 """Simulated active learning: the whole loop on a labelled dataset, several strategies and seeds in one run.
 
 The simulated annotator answers with the dataset's gold labels; an optional simulated teacher (the LLM)
-labels the whole pool with a chosen accuracy, its errors concentrated between similar classes (a wrong answer
-is one of the ``k`` classes whose embedding centroids are nearest to the true class). The student is the
+labels the whole pool with a chosen accuracy: ``teacher_kind="class"`` (default) gives every class its own
+error rate, the errors on ambiguous messages and mostly confident (:mod:`active_learning.sim_teacher`);
+``"even"`` spreads them evenly over messages (a wrong answer is one of the ``k`` classes whose embedding
+centroids are nearest to the true class). ``trust+`` arms weight each teacher label by the teacher's learned
+precision on its label (``labeling.trust``, from the human labels so far) and can use ``low_trust``. The student is the
 probe (logistic regression on frozen, cached sentence embeddings from :func:`training.encoder.embed`),
 trained on the human labels plus, in teacher arms, the teacher's labels for everything else, down-weighted.
 
@@ -25,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from active_learning.queue import build_batch, validate_mix
+from active_learning.sim_teacher import (  # noqa: F401 (simulate_teacher re-exported)
+    make_teacher,
+    precision_spread,
+    simulate_teacher,
+    summarize_trust,
+)
 from active_learning.stopping import compute_signals, stopping_set
 from active_learning.strategies import PoolView
 from training.semi_supervised import PseudoLabelParams
@@ -33,6 +42,7 @@ Progress = Callable[[int, int | None], Any] | None
 EmbedFn = Callable[..., np.ndarray]
 
 DATASETS = {"banking77", "goemotions"}
+TEACHER_KINDS = {"class", "even"}
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -45,30 +55,33 @@ class Arm:
     name: str
     mix: dict[str, float]
     teacher: bool = False
+    trust: bool = False  # teacher labels weighted by the learned trust of their label (implies teacher)
     semi: bool = False  # semi-supervised student: pseudo-labels for the unlabelled pool (SimulationConfig.pseudo_labels)
 
     def __post_init__(self) -> None:
         self.mix = validate_mix(self.mix)
+        self.teacher = self.teacher or self.trust
 
 
 def parse_arm(spec: str) -> Arm:
     """``"margin"``, ``"teacher+disagreement"``, ``"teacher+disagreement=0.5,margin=0.5"``,
-    ``"semi+margin_diversity"`` (semi-supervised student) or ``"name:teacher+margin=0.5,diversity=0.5"`` → Arm."""
+    ``"semi+margin_diversity"`` (semi-supervised student), ``"trust+low_trust=0.3,disagreement=0.7"`` (teacher
+    labels weighted by their learned trust) or ``"name:teacher+margin=0.5,diversity=0.5"`` → Arm."""
     label = None
     if ":" in spec:
         label, _, spec = spec.partition(":")
     body = spec
-    teacher = semi = False
-    while body.startswith(("teacher+", "semi+")):
+    teacher = semi = trust = False
+    while body.startswith(("teacher+", "semi+", "trust+")):
         head_, _, body = body.partition("+")
-        teacher, semi = teacher or head_ == "teacher", semi or head_ == "semi"
+        teacher, semi, trust = teacher or head_ == "teacher", semi or head_ == "semi", trust or head_ == "trust"
     if "=" in body:
         from active_learning.queue import parse_mix
 
         mix = parse_mix(body)
     else:
         mix = validate_mix({body: 1.0})
-    return Arm(name=label or spec, mix=mix, teacher=teacher, semi=semi)
+    return Arm(name=label or spec, mix=mix, teacher=teacher, semi=semi, trust=trust)
 
 
 @dataclass
@@ -82,8 +95,14 @@ class SimulationConfig:
     step: int = 200  # labels per round
     max_labels: int = 3000
     teacher_accuracy: float = 0.85
+    teacher_kind: str = "class"  # "class": error rate per class (sim_teacher); "even": errors spread evenly
+    teacher_concentration: float = 3.0  # class teacher: Beta concentration of the per-class accuracies (low = spread)
     teacher_similar_k: int = 3
-    teacher_weight: float = 0.5  # the head's origin_weights["llm"]
+    teacher_weight: float = 0.5  # the head's origin_weights["llm"] (flat); trust+ arms learn it per label
+    trust_prior_strength: float = 8.0  # the head's teacher.prior_strength
+    trust_prior: float = 0.5  # the head's teacher.prior_trust (weight before any review)
+    trust_checkpoints: tuple[int, ...] = (200, 500, 1000)  # trust+ arms: estimate vs true precision after N labels
+    trust_min_reviews: int = 10
     C: float = 10.0
     pseudo_labels: PseudoLabelParams = field(default_factory=PseudoLabelParams)  # for "semi+" arms
     class_weight: str | None = "balanced"
@@ -114,6 +133,8 @@ class SimulationConfig:
             raise ValueError(f"teacher_accuracy must lie in (0, 1], found {self.teacher_accuracy}")
         if self.teacher_weight < 0:
             raise ValueError(f"teacher_weight must be >= 0, found {self.teacher_weight}")
+        if self.teacher_kind not in TEACHER_KINDS:
+            raise ValueError(f"teacher_kind: expected one of {sorted(TEACHER_KINDS)}, found {self.teacher_kind!r}")
         self.output_dir = Path(self.output_dir)
 
 
@@ -191,39 +212,6 @@ def load_dataset(name: str, *, datasets_dir: Path | None = None, seed: int = 0) 
     return LabelledData(path.stem, [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te], classes)
 
 
-# --- simulated teacher ----------------------------------------------------------------------------
-
-
-def simulate_teacher(
-    y: np.ndarray, embeddings: np.ndarray, n_classes: int, *, accuracy: float, similar_k: int = 3, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher labels with exactly ``round((1-accuracy)·N)`` errors; each wrong answer is one of the
-    ``similar_k`` classes whose centroids are nearest the true class's (closer = likelier). Confidences are
-    high for right answers (Beta(8, 1.5)) and lower, overlapping, for wrong ones (Beta(4, 2)).
-    Returns (labels, confidences)."""
-    rng = np.random.default_rng(seed + 104729)
-    centroids = np.zeros((n_classes, embeddings.shape[1]))
-    for c in range(n_classes):
-        members = embeddings[y == c]
-        if len(members):
-            centroids[c] = members.mean(axis=0)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    sim = centroids @ centroids.T
-    np.fill_diagonal(sim, -np.inf)
-    k = max(1, min(similar_k, n_classes - 1))
-    nearest = np.argsort(-sim, axis=1)[:, :k]
-    labels = y.copy()
-    n_wrong = int(round((1 - accuracy) * len(y)))
-    wrong = rng.choice(len(y), size=n_wrong, replace=False)
-    for i in wrong:
-        cands = nearest[y[i]]
-        w = np.exp(sim[y[i], cands] * 10)
-        labels[i] = rng.choice(cands, p=w / w.sum())
-    conf = rng.beta(8, 1.5, size=len(y))
-    conf[wrong] = rng.beta(4, 2, size=n_wrong)
-    return labels, conf
-
-
 # --- the student ----------------------------------------------------------------------------------
 
 
@@ -289,17 +277,27 @@ def run_curve(
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
     on_round: Callable[[], None] | None = None,
     labelled_out: list[np.ndarray] | None = None,
+    trust_out: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix.
-    ``labelled_out``: a list that receives the pool rows labelled at the end of the curve."""
+    ``labelled_out``: a list that receives the pool rows labelled at the end of the curve; ``trust_out``
+    (trust+ arms): receives the trust estimate's error at each of ``cfg.trust_checkpoints``."""
+    from active_learning.sim_teacher import CurveTrust
+    from active_learning.strategies import STRATEGIES
+
     n = len(y_pool)
     rng = np.random.default_rng(seed)
     labelled = np.zeros(n, dtype=bool)
-    labelled[rng.choice(n, size=min(cfg.initial, n), replace=False)] = True
+    first = rng.choice(n, size=min(cfg.initial, n), replace=False)
+    labelled[first] = True
     student = ProbeStudent(n_classes, C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, warm_start=cfg.warm_start)
     if arm.teacher and teacher is None:
         raise ValueError(f"arm {arm.name!r} needs a simulated teacher")
     t_labels, t_conf = teacher if arm.teacher and teacher is not None else (None, None)
+    trust = CurveTrust(y_pool, t_labels, n_classes, prior_strength=cfg.trust_prior_strength) if arm.trust else None
+    if trust is not None:
+        trust.add(first, [False] * len(first))
+    t_beta = None
     stop_ids = stopping_set(np.arange(n))
     stop_state: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
@@ -309,7 +307,11 @@ def run_curve(
         t0 = time.perf_counter()
         if arm.teacher:
             y_train = np.where(labelled, y_pool, t_labels)
-            w = np.where(labelled, 1.0, cfg.teacher_weight)
+            if trust is not None:
+                class_w, t_beta = trust.weights_and_beta(prior_trust=cfg.trust_prior)
+                w = np.where(labelled, 1.0, class_w[t_labels])
+            else:
+                w = np.where(labelled, 1.0, cfg.teacher_weight)
             student.fit(x_pool, y_train, sample_weight=w)
         elif semi is not None:
             # the product's semi-supervised probe (training.students.ProbeStudent): supervised head, then
@@ -368,9 +370,12 @@ def run_curve(
             embeddings=x_pool,
             teacher_labels=t_labels,
             teacher_confidence=t_conf,
+            teacher_trust=t_beta,
         )
         picks = build_batch(view, want, arm.mix, seed=seed * 7919 + rnd)
         labelled[[p.index for p in picks]] = True  # the simulated annotator answers with the gold label
+        if trust is not None:
+            trust.add([p.index for p in picks], [STRATEGIES[p.strategy].seeks_teacher_errors for p in picks])
         row["select_s"] = round(time.perf_counter() - t1, 4)
         row["round_s"] = round(time.perf_counter() - t0, 4)
         rows.append(row)
@@ -379,6 +384,10 @@ def run_curve(
         rnd += 1
     if labelled_out is not None:
         labelled_out.append(np.flatnonzero(labelled))
+    if trust is not None and trust_out is not None:
+        for k in cfg.trust_checkpoints:
+            if k <= len(trust.order):
+                trust_out.append({"arm": arm.name, "seed": seed, **trust.mae(k, min_reviews=cfg.trust_min_reviews)})
     return rows
 
 
@@ -542,19 +551,20 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
     out.mkdir(parents=True, exist_ok=True)
     (out / "full_data.json").write_text(json.dumps({**full_metrics, "labels": len(y_pool)}))
     rows: list[dict[str, Any]] = []
+    trust_rows: list[dict[str, Any]] = []
     teacher_acc: dict[int, float] = {}
+    teacher_prec: dict[int, dict[str, Any]] = {}
     for seed in cfg.seeds:
         teacher = None
         if any(a.teacher for a in cfg.arms):
-            teacher = simulate_teacher(
-                y_pool, x_pool, n_classes, accuracy=cfg.teacher_accuracy, similar_k=cfg.teacher_similar_k, seed=seed
-            )
+            teacher = make_teacher(cfg, y_pool, x_pool, n_classes, seed=seed)
             teacher_acc[seed] = float(np.mean(teacher[0] == y_pool))
+            teacher_prec[seed] = precision_spread(y_pool, teacher[0], n_classes)
         for arm in cfg.arms:
             rows.extend(
                 run_curve(
                     arm, seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test, n_classes=n_classes,
-                    cfg=cfg, teacher=teacher, on_round=tick,
+                    cfg=cfg, teacher=teacher, on_round=tick, trust_out=trust_rows,
                 )
             )
             _write_rows(out / "curves.csv", rows)  # after every curve: a long run can be read while it goes
@@ -579,7 +589,11 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
         "test": len(y_test),
         "classes": n_classes,
         "full_data": {**full_metrics, "fit_s": round(full_fit_s, 3), "labels": len(y_pool)},
+        "teacher_kind": cfg.teacher_kind,
         "teacher_accuracy_measured": teacher_acc,
+        "teacher_precision_spread": teacher_prec,
+        "trust_error": trust_rows,
+        "trust_error_summary": summarize_trust(trust_rows),
         "embed_s": round(embed_s, 2),
         "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("arms", "output_dir", "datasets_dir")},
                    "arms": [asdict(a) for a in cfg.arms]},

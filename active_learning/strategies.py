@@ -59,6 +59,8 @@ class PoolView:
     embeddings: (N, d) sentence embeddings (diversity, core-set).
     teacher_labels: class index per row, -1 where the teacher said nothing (single-label), or a (N, C) 0/1
         matrix (multi-label); teacher_confidence: (N,) in [0, 1], NaN where unknown.
+    teacher_trust: (C, 2) Beta parameters (alpha, beta) of the teacher's precision on each label it gives
+        (``labeling.trust.trust_arrays``: learned from the human reviews, the prior where there are none).
     label_counts: (C,) human labels per class so far (class balance); derived from labelled_y if omitted.
     """
 
@@ -69,6 +71,7 @@ class PoolView:
     embeddings: np.ndarray | None = None
     teacher_labels: np.ndarray | None = None
     teacher_confidence: np.ndarray | None = None
+    teacher_trust: np.ndarray | None = None
     label_counts: np.ndarray | None = None
     multi_label: bool = False
     threshold: float = 0.5
@@ -191,6 +194,10 @@ class QueryStrategy:
     name: ClassVar[str] = ""
     needs_embeddings: ClassVar[bool] = False
     needs_teacher: ClassVar[bool] = False
+    needs_trust: ClassVar[bool] = False
+    #: picks messages *because* the teacher looks wrong there: their reviews are not a sample of the teacher's
+    #: labels (labeling.trust counts them as a census)
+    seeks_teacher_errors: ClassVar[bool] = False
     single_label: ClassVar[bool] = True
     multi_label: ClassVar[bool] = True
 
@@ -254,6 +261,18 @@ class QueryStrategy:
             if len(view.teacher_labels) != view.n_rows:
                 raise InvalidInputError(
                     f"expected {view.n_rows} teacher labels, found {len(view.teacher_labels)}"
+                )
+        if self.needs_trust:
+            trust = view.teacher_trust
+            if trust is None:
+                raise MissingInputError(
+                    f"strategy {self.name!r} needs the teacher's trust per label (labeling.trust); none was given"
+                )
+            trust = np.asarray(trust)
+            if trust.shape != (view.n_classes, 2) or not np.all(np.isfinite(trust)) or not np.all(trust > 0):
+                raise InvalidInputError(
+                    f"expected teacher_trust as positive Beta parameters of shape ({view.n_classes}, 2), "
+                    f"found shape {trust.shape}"
                 )
         return cand
 
@@ -349,6 +368,7 @@ class TeacherStudentDisagreement(QueryStrategy):
 
     name = "disagreement"
     needs_teacher = True
+    seeks_teacher_errors = True
 
     def score(self, view: PoolView, cand: np.ndarray, *, seed: int) -> np.ndarray:
         p = view.probs[cand]
@@ -368,6 +388,39 @@ class TeacherStudentDisagreement(QueryStrategy):
         disagree = has & (pred != tl)
         fallback = -single_margin(p)  # in [-1, 0]
         return np.where(disagree, 1.0 + np.sqrt(np.clip(tc * sconf, 0, 1)), fallback - 1e-9)
+
+
+class LowTrust(QueryStrategy):
+    """Prefers messages whose teacher label is of a label the teacher is least trusted on, or least known
+    about: the score is 1 minus the lower credible bound (5% quantile) of the Beta posterior of the teacher's
+    precision on that label (multi-label: the weakest label it ticks). A poorly reviewed label ranks high until
+    humans have seen enough of it; a label the teacher is reliably right on ranks low.
+
+    Within a label the order is a seeded random one (never the student's opinion): its reviews are then a
+    random sample of that label's teacher labels, which keeps the trust estimate unbiased. Messages with no
+    teacher label come last, by student margin, with scores below zero."""
+
+    name = "low_trust"
+    needs_teacher = True
+    needs_trust = True
+
+    def score(self, view: PoolView, cand: np.ndarray, *, seed: int) -> np.ndarray:
+        from scipy.stats import beta as beta_dist
+
+        trust = np.asarray(view.teacher_trust, dtype=np.float64)
+        doubt = 1.0 - beta_dist.ppf(0.05, trust[:, 0], trust[:, 1])  # (C,)
+        tl = np.asarray(view.teacher_labels)[cand]
+        p = view.probs[cand]
+        if view.multi_label:
+            has = (tl.min(axis=1) >= 0) & (tl.sum(axis=1) > 0)
+            ticked = np.where(tl > 0, doubt[None, :], -np.inf)
+            s = ticked.max(axis=1)
+            fallback = -(2 * np.abs(p - view.threshold).min(axis=1))
+        else:
+            has = tl >= 0
+            s = doubt[np.where(has, tl, 0)]
+            fallback = -single_margin(p)
+        return np.where(has, s, fallback - 1e-9)
 
 
 # --- diversity and balance ------------------------------------------------------------------------
@@ -499,6 +552,7 @@ STRATEGIES: dict[str, type[QueryStrategy]] = {
         BreakingTies,
         PredictionEntropy,
         TeacherStudentDisagreement,
+        LowTrust,
         Diversity,
         GreedyCoreset,
         ClassBalance,

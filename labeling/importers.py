@@ -430,6 +430,10 @@ def import_file(
     except BaseException:
         session.rollback()
         raise
+    if head_def is not None and result.labels_created:
+        from labeling.trust import refresh_trust_quietly
+
+        refresh_trust_quietly(session, [head_def.name])  # holdout or human labels are evidence about the teacher
     return result
 
 
@@ -465,5 +469,8 @@ def load_demo(session: Session, *, path: Path | str | None = None, progress: Pro
     except BaseException:
         session.rollback()
         raise
+    from labeling.trust import refresh_trust_quietly
+
+    refresh_trust_quietly(session, list(_DEMO_HEAD_FIELDS))
     summary["messages_total"] = crud.count_messages(session)
     return summary

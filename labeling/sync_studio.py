@@ -400,6 +400,11 @@ def pull_annotations(
         if after_page:
             after_page(page_no)
         if last:
+            # the new human answers are new evidence about the teacher (labeling.trust), recomputed and stored
+            from labeling.trust import refresh_trust_quietly
+
+            errors = refresh_trust_quietly(session, [hd.name])
+            result["teacher_trust"] = errors.get(hd.name, "updated")
             return result
 
 

@@ -3,7 +3,7 @@ a ModelVersion. The CLI (``distilloop train`` / ``evaluate``) and the dashboard 
 
 Training data: the winning label of every *pool* message (``crud.effective_labels``: human > import >
 llm > synthetic), weighted by its origin (``HeadDef.student.origin_weights``; weight 0 leaves an origin
-out). Holdout messages, and messages queued for the holdout, are never trained on.
+out; ``llm: trust`` weighs each LLM label by the teacher's learned precision on its label, ``labeling.trust``). Holdout messages, and messages queued for the holdout, are never trained on.
 
 Holdout (gold): the human (and imported) labels of holdout messages. The LLM teacher's labels of the
 same messages are scored too (``metrics["teacher"]``), so the student is compared with the node it
@@ -50,6 +50,7 @@ class LabelledSet:
     origins: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    trust: dict[str, Any] | None = None  # the teacher trust the LLM labels were weighted by (origin_weights.llm: trust)
     labelled_ids: set[int] = field(default_factory=set)  # every pool message with a label, trained on or skipped
 
     def counts(self) -> dict[str, Any]:
@@ -75,9 +76,24 @@ def _head(head: str) -> Any:
 
 
 def training_set(session: Session, *, head: str) -> LabelledSet:
-    """The labelled pool messages a student of ``head`` trains on, with their origin weights."""
+    """The labelled pool messages a student of ``head`` trains on, with their origin weights. With
+    ``origin_weights.llm: trust`` an LLM label weighs the teacher's learned precision on the label it gives
+    (``labeling.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label)."""
     hd = _head(head)
-    weights = hd.student.origin_weights
+    weights = dict(hd.student.origin_weights)
+    trust_weights: dict[str, float] | None = None
+    trust_info: dict[str, Any] | None = None
+    if weights.get("llm") == "trust":
+        from labeling.trust import compute_trust, label_weights
+
+        report = compute_trust(session, head=hd)
+        trust_weights = label_weights(report, hd.label_names, prior_trust=hd.teacher.prior_trust)
+        trust_info = {
+            "status": report["status"], "n_evidence": report["n_evidence"], "n_targeted": report["n_targeted"],
+            "prior": report["prior"], "prior_trust": hd.teacher.prior_trust,
+            "weights": {c: round(w, 4) for c, w in trust_weights.items()},
+        }
+        weights["llm"] = 1.0  # per label below
     holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
     labels = crud.effective_labels(session, head=head, split=Split.POOL)
     out = LabelledSet(labelled_ids=set(labels))
@@ -96,6 +112,10 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
         except ValueError:
             skipped["invalid_value"] += 1
             continue
+        if lab.origin == "llm" and trust_weights is not None:
+            from labeling.trust import value_weight
+
+            w = value_weight(value, trust_weights, default=hd.teacher.prior_trust)
         chosen.append((mid, value, lab.origin, w))
     texts = _texts(session, [c[0] for c in chosen])
     for mid, value, origin, w in chosen:
@@ -105,6 +125,7 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
         out.origins.append(origin)
         out.weights.append(w)
     out.skipped = dict(skipped)
+    out.trust = trust_info
     return out
 
 
@@ -302,6 +323,8 @@ def train_head(
             if distill_from is not None:
                 student.params["distilled_from"] = distill_from
         student.params["origin_weights"] = dict(cfg.origin_weights)
+        if data.trust is not None:
+            student.params["teacher_trust"] = data.trust
         student.params["run_id"] = run_id
         student.save(tmp)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,8 @@ def simulate(
     arm: list[str] = typer.Option(
         ["random", "margin"], "--arm", "--strategy",
         help="A curve: a strategy name, a mix (margin=0.5,diversity=0.5), 'teacher+' in front for the simulated "
-        "teacher, and 'NAME:' in front to name it. Repeat for several curves.",
+        "teacher, 'trust+' for the teacher with its labels weighted by their learned trust (low_trust can then be in "
+        "the mix), and 'NAME:' in front to name it. Repeat for several curves.",
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
     initial: int = typer.Option(200, "--initial", help="Random seed labels."),
@@ -69,6 +70,9 @@ def simulate(
     max_labels: int = typer.Option(3000, "--max-labels", help="Stop at this many human labels."),
     teacher_accuracy: float = typer.Option(0.85, "--teacher-accuracy", help="Accuracy of the simulated teacher."),
     teacher_weight: float = typer.Option(0.5, "--teacher-weight", help="Training weight of teacher labels (human = 1)."),
+    teacher_kind: str = typer.Option(
+        "class", "--teacher", help="Simulated teacher: 'class' (an error rate per class, errors on ambiguous messages, "
+        "mostly confident) or 'even' (errors spread evenly over messages)."),
     target: float = typer.Option(0.92, "--target", help="Accuracy whose label cost the summary reports."),
     max_pool: int | None = typer.Option(None, "--max-pool", help="Subsample the pool (quick runs)."),
     encoder: str = typer.Option("default", "--encoder", help="Sentence encoder: 'default' (all-MiniLM-L6-v2) or a local folder."),
@@ -84,7 +88,7 @@ def simulate(
             raise ValueError(f"--seeds: expected comma-separated integers like 0,1,2, found {seeds!r}") from None
         cfg = SimulationConfig(
             dataset=dataset, arms=[parse_arm(a) for a in arm], seeds=seed_list, initial=initial, step=step,
-            max_labels=max_labels, teacher_accuracy=teacher_accuracy, teacher_weight=teacher_weight,
+            max_labels=max_labels, teacher_accuracy=teacher_accuracy, teacher_weight=teacher_weight, teacher_kind=teacher_kind,
             target_accuracy=target, max_pool=max_pool, encoder=encoder, output_dir=out,
         )
         with progress_bar("simulating") as update:
@@ -96,5 +100,8 @@ def simulate(
     for s in summary:
         table.add_row(*["-" if v is None else str(v) for k, v in s.items() if not k.endswith("_per_seed")])
     console.print(table)
+    for t in result.get("trust_error_summary") or []:
+        console.print(f"{t['arm']}: trust estimate after {t['human_labels']} human labels, mean absolute error vs the "
+                      f"true per-label precision {t['mae_mean']} (labels with >= 10 reviews)", highlight=False)
     for name, path in result["files"].items():
         console.print(f"{name}: {path}")

@@ -1,5 +1,6 @@
 """Models: train a student, the learning curve across rounds, the confusion matrix, per-class F1, the student
-against the LLM teacher on the holdout, and a disagreement explorer that sends messages to the queue."""
+against the LLM teacher on the holdout, a disagreement explorer that sends messages to the queue, and the
+teacher's report card (its precision per label, learned from the human reviews)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def render() -> None:
         return
     if not versions:
         st.info(f"No model for **{head}** yet: train a probe above (it takes seconds on the starter data).")
+        _teacher_card(head)
         return
     by_id = {v["id"]: v for v in versions}
     ids = list(reversed(by_id))
@@ -48,6 +50,50 @@ def render() -> None:
         _vs_teacher(mv, head_def)
     with tabs[4]:
         _disagreements(head, head_def, mv)
+    _teacher_card(head)
+
+
+def _teacher_card(head: str) -> None:
+    st.subheader("Teacher report card")
+    try:
+        card = queries.teacher_report(ui.db_url(), head)
+    except Exception as e:  # noqa: BLE001
+        ui.show_error(e, "The teacher's report card could not be read")
+        return
+    rep = card["report"]
+    if rep["status"] != "ok":
+        st.info(
+            f"No evidence yet: no message of **{head}** has both a teacher (LLM) label and a human label. LLM labels "
+            f"train with the prior weight {card['prior_trust']:g} (`teacher.prior_trust`) until humans review some."
+        )
+        return
+    prior = rep["prior"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Reviewed teacher labels", f"{rep['n_evidence']:,}",
+              help=f"{rep['n_targeted']} of them were queued because teacher and student disagreed.")
+    c2.metric("Agreement with humans", f"{rep['agreement']:.1%}")
+    c3.metric("Prior", f"{prior['mean']:.1%}", help=f"Empirical-Bayes prior Beta({prior['alpha']:.2f}, {prior['beta']:.2f}): "
+              f"the teacher's overall agreement, worth {prior['strength']:g} reviews.")
+    df = pd.DataFrame(card["rows"])
+    df = df[df["reviews"] > 0] if (df["reviews"] > 0).any() else df
+    level = f"{rep['level']:.0%}"
+    base = alt.Chart(df).encode(y=alt.Y("label:N", sort=alt.EncodingSortField("precision", order="ascending"), title=None))
+    rules = base.mark_rule(color="#6c757d").encode(
+        x=alt.X("lo:Q", title=f"teacher precision ({level} credible interval)", scale=alt.Scale(domain=[0, 1])), x2="hi:Q")
+    points = base.mark_point(filled=True, size=60).encode(
+        x="precision:Q", color=alt.Color("precision:Q", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]), legend=None),
+        tooltip=["label", "reviews", "agreed", "targeted", alt.Tooltip("precision:Q", format=".1%"),
+                 alt.Tooltip("lo:Q", format=".1%"), alt.Tooltip("hi:Q", format=".1%")],
+    )
+    st.altair_chart(rules + points, width="stretch")
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="percent") for c in ("precision", "lo", "hi")})
+    if card["confusions"]:
+        st.markdown("**Most frequent confusions** (teacher said → human said)")
+        st.dataframe(pd.DataFrame(card["confusions"]), hide_index=True, width="stretch")
+    if card["auto_accept"] is not None:
+        st.caption(f"Auto-accept at a lower bound >= {card['auto_accept']:g}: {card['auto_accepted']:,} LLM labels accepted "
+                   f"without review ({', '.join(card['accepted_labels']) or 'no label passes yet'}).")
 
 
 def _version_label(v: dict[str, Any], head_def: Any) -> str:

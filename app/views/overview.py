@@ -74,9 +74,32 @@ def _heads_table(data: dict) -> None:
             "model": f"v{model['id']} {model['kind']}" if model else "none",
             "key metric": f"{model['key_metric']} {ui.fmt_metric(model['value'])}" if model else "–",
             "gate": ("passes" if gate["passed"] else "fails") if gate else "–",
+            "accepted w/o review": _accepted_cell(h.get("teacher_trust")),
             "next step": h["next_steps"][0] if h["next_steps"] else "",
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _accepted_cell(t: dict | None) -> str:
+    if not t or t["auto_accept"] is None:
+        return "off"
+    return f"{t['auto_accepted']:,}"
+
+
+def _teacher_trust(t: dict | None) -> None:
+    if not t:
+        return
+    if t["status"] != "ok":
+        trust = "teacher trust: no evidence yet (no human has reviewed a teacher label)"
+    else:
+        trust = f"teacher trust learned from {t['n_evidence']:,} reviewed teacher labels (agreement {t['agreement']:.0%})"
+    if t["auto_accept"] is None:
+        accepted = "auto-accept off"
+    else:
+        labels = ", ".join(t["accepted_labels"]) or "no label yet"
+        accepted = (f"**{t['auto_accepted']:,} teacher labels accepted without review** (lower bound >= "
+                    f"{t['auto_accept']:g}: {labels})")
+    st.markdown(f"{trust}; {accepted}. Report card on the Models page.")
 
 
 def _head_detail(head: str, data: dict) -> None:
@@ -105,6 +128,7 @@ def _head_detail(head: str, data: dict) -> None:
         st.caption(f"Stopping signal: {stop['text']}.")
     if h["queue"]:
         st.caption("Queue: " + ", ".join(f"{n} {s}" for s, n in sorted(h["queue"].items())))
+    _teacher_trust(h.get("teacher_trust"))
 
     col_a, col_b = st.columns([1, 2])
     with col_a:

@@ -13,6 +13,7 @@ from active_learning.strategies import (
     EmptyPoolError,
     GreedyCoreset,
     InvalidInputError,
+    LowTrust,
     MarginDiversity,
     MissingInputError,
     PoolExhaustedError,
@@ -49,6 +50,7 @@ def _view(multi: bool = False, seed: int = 0) -> tuple[PoolView, np.ndarray, np.
         embeddings=rng.normal(size=(N, D)).astype(np.float32),
         teacher_labels=teacher,
         teacher_confidence=rng.random(N),
+        teacher_trust=rng.uniform(1, 20, size=(C, 2)),
         multi_label=multi,
     )
     return view, labelled, holdout
@@ -193,3 +195,26 @@ def test_class_balance_favours_classes_with_few_labels() -> None:
     picked = ClassBalance().query(view, 4, seed=0).indices
     assert pred[picked].tolist() == [3, 2, 1, 0]  # class 3 has no label, class 0 the most
     assert sorted(pred[ClassBalance().query(view, 8).indices].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_low_trust_prefers_labels_with_low_or_unknown_trust_and_samples_at_random_inside_one() -> None:
+    n, c = 300, 3
+    rng = np.random.default_rng(0)
+    teacher = np.repeat(np.arange(c), n // c)
+    # label 0: well reviewed and reliable; label 1: well reviewed and poor; label 2: barely reviewed
+    trust = np.array([[95.0, 5.0], [30.0, 30.0], [2.0, 1.0]])
+    probs = rng.dirichlet(np.ones(c), size=n)
+    view = PoolView(probs=probs, candidates=np.arange(n), teacher_labels=teacher, teacher_trust=trust)
+    sel = LowTrust().query(view, 150, seed=1)
+    picked = np.bincount(teacher[sel.indices], minlength=c)
+    assert picked[0] == 0 and picked[1] + picked[2] == 150  # the reliable label comes last
+    assert np.all(np.diff(sel.scores) <= 1e-12)
+    # inside a label the order is not the student's: it does not follow the student's confidence
+    inside = sel.indices[teacher[sel.indices] == teacher[sel.indices[0]]]
+    conf = probs[inside].max(axis=1)
+    assert not (np.all(np.diff(conf) <= 0) or np.all(np.diff(conf) >= 0))
+    # no trust given: named
+    with pytest.raises(MissingInputError, match="trust"):
+        LowTrust().query(PoolView(probs=probs, candidates=np.arange(n), teacher_labels=teacher), 5)
+    with pytest.raises(InvalidInputError, match="teacher_trust"):
+        LowTrust().query(PoolView(probs=probs, candidates=np.arange(n), teacher_labels=teacher, teacher_trust=trust[:2]), 5)

@@ -271,3 +271,78 @@ def test_finetune_options_reach_the_training_job(seeded: Seeded, app_engine: Eng
     done = jobs.wait(app_engine, job.id, timeout=60)
     assert done.status == jobs.FAILED
     assert f"model version {teacher_id}" in done.error and "is missing" in done.error
+
+
+def _review_teacher_labels(engine: Engine, seeded: Seeded, n: int = 12) -> dict:
+    """Human answers on n pool messages the teacher labelled (every third one disagrees), stored trust."""
+    from db import crud
+    from labeling.heads import get_head
+    from labeling.trust import refresh_trust
+
+    labels = get_head(seeded.head).label_names
+    with Session(engine) as s:
+        for mid in seeded.pool_ids[:n]:
+            teacher = crud.current_labels(s, head=seeded.head, origins=["llm"], message_ids=[mid])[-1].value
+            other = labels[(labels.index(teacher) + 1) % len(labels)]
+            crud.add_label(s, message_id=mid, head=seeded.head, value=other if mid % 3 == 0 else teacher, origin="human", annotator="ann")
+        report = refresh_trust(s, head=seeded.head)
+        s.commit()
+    return report
+
+
+def test_models_page_report_card_says_no_evidence_yet(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    assert not _problems(at)
+    assert "Teacher report card" in [h.value for h in at.subheader]
+    assert any("No evidence yet" in i.value and "prior weight 0.5" in i.value for i in at.info)
+
+
+def test_models_page_shows_the_teachers_report_card(seeded: Seeded, app_engine: Engine) -> None:
+    report = _review_teacher_labels(app_engine, seeded)
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    assert not _problems(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Reviewed teacher labels"] == str(report["n_evidence"]) == "12"
+    assert metrics["Agreement with humans"] == f"{report['agreement']:.1%}"
+    card = [d.value for d in at.dataframe if "reviews" in d.value.columns][0]
+    shown = card.set_index("label")
+    for name, e in report["labels"].items():
+        if e["n"]:
+            assert shown.loc[name, "reviews"] == e["n"] and shown.loc[name, "precision"] == pytest.approx(e["mean"])
+    confusions = [d.value for d in at.dataframe if "human" in d.value.columns][0]
+    assert confusions["n"].sum() == sum(1 for mid in seeded.pool_ids[:12] if mid % 3 == 0)
+    assert len(at.get("vega_lite_chart")) >= 5  # the four model charts and the report card's plot
+
+
+def test_overview_says_how_many_teacher_labels_are_accepted(seeded: Seeded) -> None:
+    at = make_app(seeded.head).run()
+    assert "auto-accept off" in _texts(at)
+    assert set(at.dataframe[0].value["accepted w/o review"]) == {"off"}
+
+
+def test_overview_counts_the_teacher_labels_accepted_without_review(seeded: Seeded, app_engine: Engine, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from db.settings import reset_settings
+    from labeling.heads import SHIPPED_DIR, get_head
+    from labeling.trust import auto_accepted_ids
+
+    folder = tmp_path / "heads_auto"
+    folder.mkdir()
+    doc = yaml.safe_load((SHIPPED_DIR / "intent.yaml").read_text())
+    doc["teacher"] = {"auto_accept": 0.3}
+    (folder / "intent.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("HEADS_DIR", str(folder))
+    reset_settings()
+    report = _review_teacher_labels(app_engine, seeded)
+    with Session(app_engine) as s:
+        expected = len(auto_accepted_ids(s, head=get_head("intent"), report=report))
+    assert expected > 0
+    at = make_app(seeded.head).run()
+    assert not _problems(at)
+    table = at.dataframe[0].value.set_index("head")
+    assert table.loc["intent", "accepted w/o review"] == f"{expected:,}" and table.loc["emotion", "accepted w/o review"] == "off"
+    assert f"{expected:,} teacher labels accepted without review" in _texts(at)

@@ -11,7 +11,7 @@ import db.models  # noqa: F401
 from db.engine import make_engine
 from db.migrate import current_revisions, downgrade, head_revisions, upgrade
 
-TABLES = {"message", "label", "model_version", "prediction", "queue_item", "export", "round", "sync_state", "llm_call", "shadow_log", "job"}
+TABLES = {"message", "label", "model_version", "prediction", "queue_item", "export", "round", "sync_state", "llm_call", "shadow_log", "job", "teacher_trust"}
 
 
 def test_upgrade_from_empty_then_down_and_up_again(db_url: str):

@@ -33,6 +33,9 @@ def test_shipped_heads():
     assert set(heads["emotion"].label_names) == {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
     for h in heads.values():
         assert h.thresholds and all(lab.description for lab in h.labels)
+        # teacher labels weigh their learned trust; low_trust is in every default mix; auto-accept is off
+        assert h.student.origin_weights["llm"] == "trust" and h.active_learning.mix.get("low_trust", 0) > 0
+        assert h.teacher.auto_accept is None
 
 
 def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -58,6 +61,10 @@ def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (VALID.replace("accuracy: 0.9", "bleu: 0.5"), "(top level)", "unknown metric"),
         (VALID.replace("description: card not arrived", "descripton: typo"), "labels.0.descripton", "Extra inputs"),
         (VALID + "active_learning: {mix: {margin: 0.5, random: 0.2}}\n", "active_learning.mix", "sum to 1"),
+        (VALID + "teacher: {auto_accept: 1.5}\n", "teacher.auto_accept", "less than 1"),
+        (VALID + "teacher: {auto_accept: 0}\n", "teacher.auto_accept", "greater than 0"),
+        (VALID + "teacher: {prior_trust: 1.0}\n", "teacher.prior_trust", "less than 1"),
+        (VALID + "student: {origin_weights: {human: trust}}\n", "student.origin_weights", "only the llm weight"),
     ],
 )
 def test_malformed_head_names_file_field_and_problem(tmp_path: Path, content: str, field: str, problem: str):

@@ -333,3 +333,42 @@ def test_a_previous_head_of_another_embedding_size_is_not_a_starting_point(tiny_
     again = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))
     again.fit(list(texts), list(topics), init=(student.weight, student.bias))
     assert again.params["warm_start"] is True and again.weight.shape == (3, dim)
+
+
+def _trust_head(folder: Path, encoder: str) -> None:
+    _write_head(folder, "toytrust", "single", TOPICS, encoder)
+    doc = yaml.safe_load((folder / "toytrust.yaml").read_text())
+    doc["student"]["origin_weights"]["llm"] = "trust"
+    (folder / "toytrust.yaml").write_text(yaml.safe_dump(doc))
+
+
+def test_trust_weights_reach_the_training_set_and_the_model_version(sqlite_engine, heads: Path, tiny_encoder: Path):
+    _trust_head(heads, str(tiny_encoder))
+    with Session(sqlite_engine) as session:
+        # no reviewed teacher label yet: every LLM label weighs the prior (teacher.prior_trust 0.5), never invented trust
+        for text, topic in toy_texts(30, seed=20):
+            msg, _ = crud.add_message(session, text=text + " again", source="test")
+            crud.add_label(session, message_id=msg.id, head="toytrust", value=topic, origin="llm")
+        session.commit()
+        data = training_set(session, head="toytrust")
+        assert data.trust["status"] == "no evidence yet" and set(data.weights) == {0.5}
+        _seed(session, head="toytrust")  # holdout: human labels and a teacher wrong on 1 in 5
+        # hand-computed: per label the teacher gave, reviews n and agreements k on the holdout
+        n, k = {t: 0 for t in TOPICS}, {t: 0 for t in TOPICS}
+        holdout = crud.effective_labels(session, head="toytrust", split="holdout", origins=["human"])
+        for lab in crud.current_labels(session, head="toytrust", origins=["llm"], message_ids=list(holdout)):
+            n[lab.value] += 1
+            k[lab.value] += int(holdout[lab.message_id].value == lab.value)
+        p0 = (sum(k.values()) + 1) / (sum(n.values()) + 2)
+        precision = {t: (8 * p0 + k[t]) / (8 + n[t]) for t in TOPICS}  # prior strength 8
+        expected = {t: min(1.0, 0.5 * precision[t] / p0) for t in TOPICS}  # prior_trust × precision / overall
+        data = training_set(session, head="toytrust")
+        assert data.trust["status"] == "ok" and data.trust["n_evidence"] == len(holdout) == sum(n.values())
+        for value, origin, w in zip(data.values, data.origins, data.weights, strict=True):
+            assert w == (1.0 if origin == "human" else pytest.approx(expected[value], abs=1e-5))
+        mv = train_head(session, head="toytrust", kind="probe", data=data)
+        session.commit()
+        assert mv.params["origin_weights"]["llm"] == "trust"
+        recorded = mv.params["teacher_trust"]
+        assert recorded["status"] == "ok" and recorded["n_evidence"] == len(holdout)
+        assert recorded["weights"] == {t: pytest.approx(expected[t], abs=1e-4) for t in TOPICS}
