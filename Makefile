@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al bench-cascade studio-start studio-stop clean
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -56,6 +56,9 @@ bench-model: $(STAMP)
 
 bench-al: $(STAMP)
 	$(BIN)/python benchmarks/bench_al.py
+
+bench-cascade: $(STAMP)
+	$(BIN)/python benchmarks/bench_cascade.py
 
 studio-start: install
 	$(BIN)/distilloop studio start
