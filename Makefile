@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-cascade studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al bench-cascade bench-bundle studio-start studio-stop clean
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -59,6 +59,9 @@ bench-al: $(STAMP)
 
 bench-cascade: $(STAMP)
 	$(BIN)/python benchmarks/bench_cascade.py
+
+bench-bundle: $(STAMP)
+	$(BIN)/python benchmarks/bench_bundle.py
 
 studio-start: install
 	$(BIN)/distilloop studio start

@@ -188,3 +188,17 @@ def test_cli_bundle(sqlite_engine: Engine, students, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "intent, worthiness in one graph" in r.output and "passed its gate" in r.output
     assert WorkflowClassifier(bundle_dir("workflow"), quantized=False).heads == ["intent", "worthiness"]
+    # the runtime loads and runs the bundle without torch (a fresh process, as the workflow imports it)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from training.inference import WorkflowClassifier; "
+        f"c = WorkflowClassifier({str(bundle_dir('workflow'))!r}, quantized=False); r = c.predict('hello there'); "
+        "assert set(r) == {'intent', 'worthiness'}, r; "
+        "heavy = [m for m in ('torch', 'transformers', 'sklearn', 'sqlmodel', 'db') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
