@@ -173,10 +173,15 @@ def read_cascade_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_threshold(head: str, models_dir: Path | None = None) -> float | None:
+def bundle_cascade_file(bundle: Path, head: str) -> Path:
+    """Where a head of a workflow bundle keeps its calibration: ``<bundle>/cascade.<head>.json``."""
+    return Path(bundle) / f"cascade.{head}.json"
+
+
+def load_threshold(head: str, models_dir: Path | None = None, *, path: Path | None = None) -> float | None:
     """The calibrated threshold of ``head`` (``None``: nothing reached the target, or ``llm_for_all`` is set:
-    the LLM answers everything)."""
-    data = read_cascade_file(cascade_file(head, models_dir))
+    the LLM answers everything). ``path``: a given cascade file instead of the head's export's."""
+    data = read_cascade_file(path or cascade_file(head, models_dir))
     if data.get("llm_for_all"):
         return None
     value = data["threshold"]
@@ -306,9 +311,11 @@ def calibrate_head(
         "curve": [asdict(p) for p in _thin(result.curve)],
     }
     target_dir = Path(out_dir) if out_dir is not None else (model_path or cascade_file(head).parent)
-    written = write_cascade_file(target_dir / CASCADE_FILE, payload)
-    _record_on_model_version(session, model_path=model_path, version=version, payload=payload)
-    card = record_in_model_card(target_dir, payload)
+    in_bundle = getattr(student, "bundle", None) is not None  # one head of a workflow bundle folder
+    name = bundle_cascade_file(target_dir, head).name if in_bundle else CASCADE_FILE
+    written = write_cascade_file(target_dir / name, payload)
+    _record_on_model_version(session, model_path=None if in_bundle else model_path, version=version, payload=payload)
+    card = None if in_bundle else record_in_model_card(target_dir, payload)
     return {**payload, "curve_points": result.curve, "file": str(written), "model_card": str(card) if card else None}
 
 

@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from serving.cascade import Cascade, Decision, ServingClassifier, check_text
+from serving.predictor import BundleHead
 from serving.shadow import ShadowLogger, ShadowMode, new_request_id
 
 #: where each head's answer goes in the workflow's state (the intent head is the seed's unified_classification)
@@ -32,29 +31,6 @@ DEFAULT_OUTPUT_KEYS = {
     "worthiness": "worthiness",
     "emotion": "emotions",
 }
-
-
-class BundleHead:
-    """One head of a workflow bundle, seen as a single-head student (``labels``, ``predict_proba``,
-    ``predict``, ``thresholds``, ``version``); calling it scores that head alone (one bundle call)."""
-
-    def __init__(self, bundle: Any, head: str) -> None:
-        if head not in bundle.heads:
-            raise ValueError(f"expected a head of the bundle {bundle.heads}, found {head!r}")
-        self.bundle = bundle
-        self.head = head
-        meta = bundle.head_meta[head]
-        self.labels = list(meta.labels)
-        self.kind = meta.kind
-        self.thresholds = meta.thresholds
-        info = (getattr(bundle, "manifest", None) or {}).get("heads", {}).get(head) or {}
-        self.version = info.get("model_version_id")
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return self.bundle.predict_proba(texts)[self.head]
-
-    def predict(self, text: str) -> dict[str, Any]:
-        return self.bundle.predict(text)[self.head]
 
 
 def _per_head(value: Any, head: str) -> Any:
@@ -101,12 +77,22 @@ class WorkflowServing:
             h: ServingClassifier(
                 BundleHead(self.bundle, h),
                 head=h,
-                cascade=_per_head(cascade, h),
+                cascade=self._cascade_for(_per_head(cascade, h), h, _per_head(llm, h) if isinstance(llm, Mapping) else llm),
                 shadow=self._shadow_for(shadow, h),
                 llm=_per_head(llm, h) if isinstance(llm, Mapping) else llm,
             )
             for h in self.heads
         }
+
+    def _cascade_for(self, value: Any, head: str, llm: Any) -> Any:
+        """``True``: the bundle's own calibration of the head (``cascade.<head>.json``, written by
+        ``distilloop calibrate --head H --model <bundle>``) when there is one, else the head's export's."""
+        from serving.calibration import bundle_cascade_file, load_threshold
+
+        folder = getattr(self.bundle, "path", None)
+        if value is True and folder is not None and bundle_cascade_file(folder, head).is_file():
+            return Cascade(head=head, threshold=load_threshold(head, path=bundle_cascade_file(folder, head)), llm=llm)
+        return value
 
     @staticmethod
     def _shadow_for(shadow: Any, head: str) -> Any:

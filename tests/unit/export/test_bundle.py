@@ -188,6 +188,21 @@ def test_cli_bundle(sqlite_engine: Engine, students, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "intent, worthiness in one graph" in r.output and "passed its gate" in r.output
     assert WorkflowClassifier(bundle_dir("workflow"), quantized=False).heads == ["intent", "worthiness"]
+    # a head of the bundle is calibrated in place (cascade.<head>.json), and the workflow node serves with it
+    r = runner.invoke(cli, ["calibrate", "--head", "intent", "--model", str(bundle_dir("workflow")),
+                            "--target-accuracy", "0.9", "--confidence", "0.9"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((bundle_dir("workflow") / "cascade.intent.json").read_text())
+    assert saved["method"] == "ltt" and saved["n_holdout"] == 40 and saved["accuracy"] == 1.0 and saved["coverage"] == 1.0
+    from serving.node import make_workflow_node
+
+    node = make_workflow_node(bundle_dir("workflow"), cascade={"intent": True, "worthiness": None})
+    assert node.serving.classifiers["intent"].cascade.threshold == pytest.approx(saved["threshold"])
+    assert node.serving.classifiers["worthiness"].cascade is None
+    out = node({"message": "hello there"})
+    assert set(out) == {"unified_classification", "worthiness"} and out["unified_classification"]["head"] == "intent"
+    r = runner.invoke(cli, ["calibrate", "--head", "emotion", "--model", str(bundle_dir("workflow"))])
+    assert r.exit_code == 1 and "holding heads ['intent', 'worthiness']" in r.output
     # the runtime loads and runs the bundle without torch (a fresh process, as the workflow imports it)
     import subprocess
     import sys
