@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -62,6 +62,11 @@ bench-al: $(STAMP)
 
 bench-pii: $(STAMP)
 	$(BIN)/python benchmarks/bench_pii.py
+bench-cascade: $(STAMP)
+	$(BIN)/python benchmarks/bench_cascade.py
+
+bench-bundle: $(STAMP)
+	$(BIN)/python benchmarks/bench_bundle.py
 
 studio-start: install
 	$(BIN)/distilloop studio start

@@ -360,6 +360,8 @@ def main() -> None:
     ap.add_argument("--from", dest="from_dir", type=Path, default=None,
                     help="a folder kept by --keep: load its trained students and their accuracy figures, and redo only the "
                          "export, parity, latency and throughput measurements (e.g. on a quieter machine)")
+    ap.add_argument("--static-only", action="store_true", help="only the model2vec static student row (and its probe baseline)")
+    ap.add_argument("--no-static", action="store_true", help="skip the model2vec static student row")
     ap.add_argument("--export-only", default=None, help="comma-separated students to export and time (default: the best and the distilled)")
     args = ap.parse_args()
 
@@ -374,6 +376,19 @@ def main() -> None:
 
     encoder_path = resolve_encoder("default")
     result: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "exports": {}}
+    static_md: list[str] = []
+    if not args.no_static:
+        from benchmarks.static_student import markdown_rows, static_row
+
+        result["static"] = static_row(train_x, train_y, test_x, test_y, labels, Path(encoder_path),
+                                      latency_calls=args.latency_calls, log=log)
+        static_md = ["", "## Static first tier (model2vec)", "", *markdown_rows(result["static"]), ""]
+        if args.static_only:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench_static.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+            (args.out / "bench_static.md").write_text("\n".join(static_md) + "\n")
+            print("\n".join(static_md))
+            return
     with contextlib.ExitStack() as stack:
         if args.from_dir or args.keep:
             work = (args.from_dir or args.keep).resolve()
@@ -411,7 +426,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_model.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    md = markdown(result)
+    md = markdown(result) + "\n".join(static_md)
     (args.out / "bench_model.md").write_text(md)
     print()
     print(md)

@@ -31,11 +31,21 @@ class ConversionError(RuntimeError):
     """torch.onnx.export or quantization failed."""
 
 
-def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mask: np.ndarray, opset: int = OPSET) -> str:
+def export_onnx(
+    module: Any,
+    path: Path,
+    *,
+    example_ids: np.ndarray,
+    example_mask: np.ndarray,
+    opset: int = OPSET,
+    output_names: list[str] | None = None,
+) -> str:
     """Write ``module`` (forward(input_ids, attention_mask) → probabilities) to ``path`` as one ONNX graph with
     dynamic batch and sequence axes. The example batch should contain padding so that the attention-mask path
-    is traced. Returns the exporter used ("torchscript", or "torchscript+ort-fusion" when onnxruntime's
+    is traced. A module returning a tuple (a workflow bundle: one tensor per head) names its outputs with
+    ``output_names``. Returns the exporter used ("torchscript", or "torchscript+ort-fusion" when onnxruntime's
     transformer optimizer fused the graph; recorded in export.json)."""
+    outputs = list(output_names or [OUTPUT_NAME])
     import torch
 
     module = module.eval()
@@ -51,7 +61,7 @@ def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mas
     axes = {
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "sequence"},
-        OUTPUT_NAME: {0: "batch"},
+        **{name: {0: "batch"} for name in outputs},
     }
     path = Path(path)
     try:
@@ -65,7 +75,7 @@ def export_onnx(module: Any, path: Path, *, example_ids: np.ndarray, example_mas
                 (ids, mask),
                 str(path),
                 input_names=INPUT_NAMES,
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
                 opset_version=opset,
                 dynamic_axes=axes,
                 do_constant_folding=True,

@@ -5,6 +5,10 @@ gives a coverage (share the student answers) and an accuracy on that accepted su
 is the *lowest* ``t`` whose accepted subset reaches the target accuracy, i.e. the largest coverage at that
 accuracy. When no threshold reaches it, the threshold is ``None``: every message goes to the LLM.
 
+Two methods choose it: ``ltt`` (the default, :mod:`serving.guarantee`) promises the target accuracy with a
+stated confidence (a finite-sample bound, Learn then Test); ``empirical`` is the plug-in choice above, which
+is optimistic on a small holdout. Both are computed and recorded; ``method`` says which one the cascade uses.
+
 The result is recorded in ``MODELS_DIR/final/<head>/cascade.json`` (read by the cascade and shown in the
 export's model card) and in the served ModelVersion's ``metrics["cascade"]``.
 """
@@ -21,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from serving.guarantee import GuaranteedThreshold, check_levels, ltt_threshold, more_needed_sentence
+
 CASCADE_FILE = "cascade.json"
 _CURVE_POINTS_KEPT = 200
+METHODS = ("ltt", "empirical")
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,18 @@ def read_cascade_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_threshold(head: str, models_dir: Path | None = None) -> float | None:
-    """The calibrated threshold of ``head`` (``None``: nothing reached the target, the LLM answers everything)."""
-    value = read_cascade_file(cascade_file(head, models_dir))["threshold"]
+def bundle_cascade_file(bundle: Path, head: str) -> Path:
+    """Where a head of a workflow bundle keeps its calibration: ``<bundle>/cascade.<head>.json``."""
+    return Path(bundle) / f"cascade.{head}.json"
+
+
+def load_threshold(head: str, models_dir: Path | None = None, *, path: Path | None = None) -> float | None:
+    """The calibrated threshold of ``head`` (``None``: nothing reached the target, or ``llm_for_all`` is set:
+    the LLM answers everything). ``path``: a given cascade file instead of the head's export's."""
+    data = read_cascade_file(path or cascade_file(head, models_dir))
+    if data.get("llm_for_all"):
+        return None
+    value = data["threshold"]
     return None if value is None else float(value)
 
 
@@ -203,6 +219,8 @@ def calibrate_head(
     head: str,
     target_accuracy: float = 0.95,
     model: Any = None,
+    method: str = "ltt",
+    confidence: float = 0.9,
     min_accepted: int = 1,
     out_dir: Path | None = None,
     batch_size: int = 64,
@@ -210,8 +228,16 @@ def calibrate_head(
 ) -> dict[str, Any]:
     """Score the holdout with the served student, choose the cascade threshold and record it.
 
+    ``method="ltt"`` (default): the lowest threshold whose accepted accuracy is >= the target with
+    probability ``confidence``; ``"empirical"``: the plug-in threshold (``min_accepted`` applies to it).
     Returns the calibration (threshold, coverage, accuracy, curve) plus ``file`` (the cascade.json written).
     """
+    if method not in METHODS:
+        raise ValueError(f"expected a calibration method among {list(METHODS)}, found {method!r}")
+    if method == "ltt":
+        check_levels(target_accuracy, confidence)
+    elif not 0.0 < confidence < 1.0:
+        raise ValueError(f"expected --confidence strictly between 0 and 1, found {confidence}")
     from labeling.heads import get_head
     from serving.predictor import (
         head_name_of,
@@ -258,26 +284,76 @@ def calibrate_head(
         if progress is not None:
             progress(min(start + batch_size, len(texts)), len(texts))
     result = choose_threshold(confidences, correct, target_accuracy=target_accuracy, min_accepted=min_accepted)
+    guaranteed, ltt_error = _guaranteed(result, target_accuracy=target_accuracy, confidence=confidence)
+    if method == "ltt" and guaranteed is None:
+        raise ValueError(ltt_error)
     version = model_version_of(student)
+    methods = {"empirical": _empirical_summary(result, min_accepted), "ltt": _ltt_summary(guaranteed, ltt_error)}
+    chosen = methods[method]
     payload = {
         "head": head,
+        "method": method,
         "target_accuracy": result.target_accuracy,
-        "threshold": result.threshold,
-        "coverage": result.coverage,
-        "accuracy": result.accuracy,
+        "confidence": float(confidence),
+        "threshold": chosen["threshold"],
+        "llm_for_all": chosen["threshold"] is None,
+        "coverage": chosen["coverage"],
+        "accuracy": chosen["accuracy"],
+        "accuracy_bound": methods["ltt"].get("accuracy_bound") if method == "ltt" else None,
+        "more_needed": methods["ltt"].get("more_needed") if method == "ltt" else None,
         "n_holdout": result.n,
-        "n_accepted": result.n_accepted,
+        "n_accepted": chosen["n_accepted"],
         "overall_accuracy": result.overall_accuracy,
         "min_accepted": min_accepted,
+        "methods": methods,
         "model_version": version,
         "calibrated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "curve": [asdict(p) for p in _thin(result.curve)],
     }
     target_dir = Path(out_dir) if out_dir is not None else (model_path or cascade_file(head).parent)
-    written = write_cascade_file(target_dir / CASCADE_FILE, payload)
-    _record_on_model_version(session, model_path=model_path, version=version, payload=payload)
-    card = record_in_model_card(target_dir, payload)
+    in_bundle = getattr(student, "bundle", None) is not None  # one head of a workflow bundle folder
+    name = bundle_cascade_file(target_dir, head).name if in_bundle else CASCADE_FILE
+    written = write_cascade_file(target_dir / name, payload)
+    _record_on_model_version(session, model_path=None if in_bundle else model_path, version=version, payload=payload)
+    card = None if in_bundle else record_in_model_card(target_dir, payload)
     return {**payload, "curve_points": result.curve, "file": str(written), "model_card": str(card) if card else None}
+
+
+def _guaranteed(
+    result: CalibrationResult, *, target_accuracy: float, confidence: float
+) -> tuple[GuaranteedThreshold | None, str | None]:
+    """The LTT threshold over the holdout's curve, or (None, why) when the levels or the target rule it out."""
+    try:
+        return ltt_threshold(result.curve, n=result.n, target_accuracy=target_accuracy, confidence=confidence), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def _empirical_summary(result: CalibrationResult, min_accepted: int) -> dict[str, Any]:
+    return {
+        "threshold": result.threshold,
+        "coverage": result.coverage,
+        "accuracy": result.accuracy,
+        "n_accepted": result.n_accepted,
+        "min_accepted": min_accepted,
+    }
+
+
+def _ltt_summary(g: GuaranteedThreshold | None, error: str | None) -> dict[str, Any]:
+    if g is None:
+        return {"threshold": None, "coverage": 0.0, "accuracy": None, "n_accepted": 0, "error": error}
+    return {
+        "threshold": g.threshold,
+        "coverage": g.coverage,
+        "accuracy": g.accuracy,
+        "accuracy_bound": g.accuracy_bound,
+        "p_value": g.p_value,
+        "n_accepted": g.n_accepted,
+        "n_tested": g.n_tested,
+        "min_accepted": g.min_accepted,
+        "more_needed": g.more_needed,
+        "needed_at": g.needed_at,
+    }
 
 
 CARD_START = "<!-- distilloop:cascade:start -->"
@@ -286,23 +362,49 @@ CARD_END = "<!-- distilloop:cascade:end -->"
 
 def cascade_card_section(payload: dict[str, Any]) -> str:
     """The model card's "Cascade" section (Markdown) for a calibration."""
-    t = payload.get("threshold")
+    t = None if payload.get("llm_for_all") else payload.get("threshold")
+    method = payload.get("method", "empirical")
     lines = [CARD_START, "## Cascade (selective prediction)", ""]
     if t is None:
-        lines.append(
-            f"No confidence threshold reaches {payload['target_accuracy']:.1%} accuracy on the holdout "
-            f"({payload['n_holdout']} messages): in cascade mode every message goes to the LLM."
-        )
+        if method == "ltt":
+            why = more_needed_sentence(payload)
+            lines.append(why[0].upper() + why[1:] + ".")
+        else:
+            lines.append(
+                f"No confidence threshold reaches {payload['target_accuracy']:.1%} accuracy on the holdout "
+                f"({payload['n_holdout']} messages): in cascade mode every message goes to the LLM."
+            )
     else:
-        lines += [
-            f"The student answers when its confidence is at least **{t:.4f}**; the LLM answers the rest.",
-            "",
-            "| target accuracy | threshold | coverage (student answers) | accuracy on those | holdout |",
-            "|---|---|---|---|---|",
-            f"| {payload['target_accuracy']:.1%} | {t:.4f} | {payload['coverage']:.1%} | {payload['accuracy']:.1%} "
-            f"| {payload['n_holdout']} |",
-        ]
-    lines += ["", f"Calibrated {payload['calibrated_at']} with `distilloop calibrate` (cascade.json).", CARD_END]
+        lines.append(f"The student answers when its confidence is at least **{t:.4f}**; the LLM answers the rest.")
+    conf = payload.get("confidence")
+    lines += [
+        "",
+        "| method | target accuracy | threshold | coverage (student answers) | accuracy on those | guaranteed "
+        "(lower bound) | holdout |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    methods = payload.get("methods") or {method: payload}
+    names = {"ltt": f"guaranteed (LTT, {conf:.0%} confidence)" if conf else "guaranteed (LTT)", "empirical": "plug-in"}
+    for name in ("ltt", "empirical"):
+        m = methods.get(name)
+        if m is None:
+            continue
+        used = " (used)" if name == method else ""
+        thr = "LLM for all" if m.get("threshold") is None else f"{m['threshold']:.4f}"
+        acc = "–" if m.get("accuracy") is None else f"{m['accuracy']:.1%}"
+        bound = "–" if m.get("accuracy_bound") is None else f"{m['accuracy_bound']:.1%}"
+        lines.append(
+            f"| {names[name]}{used} | {payload['target_accuracy']:.1%} | {thr} | {m.get('coverage', 0.0):.1%} | {acc} "
+            f"| {bound} | {payload['n_holdout']} |"
+        )
+    lines += [
+        "",
+        "The plug-in threshold is chosen on the holdout it is judged on (optimistic on a small holdout); the "
+        "guaranteed one holds the target with the stated confidence (Learn then Test, binomial bound).",
+        "",
+        f"Calibrated {payload['calibrated_at']} with `distilloop calibrate` (cascade.json).",
+        CARD_END,
+    ]
     return "\n".join(lines)
 
 
@@ -335,7 +437,9 @@ def record_in_model_card(folder: Path, payload: dict[str, Any]) -> Path | None:
             import hashlib
 
             sums[card.name] = hashlib.sha256(card.read_bytes()).hexdigest()
-            manifest["cascade"] = {k: payload[k] for k in ("threshold", "target_accuracy", "coverage", "calibrated_at")}
+            manifest["cascade"] = {
+                k: payload.get(k) for k in ("method", "threshold", "target_accuracy", "confidence", "coverage", "calibrated_at")
+            }
             tmp = manifest_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             os.replace(tmp, manifest_file)

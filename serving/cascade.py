@@ -92,6 +92,11 @@ def call_llm(llm: LLMCallable, text: str, context: list[str] | None, valid: set[
     return answer
 
 
+def check_text(text: Any) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected a non-empty message text, found {text!r}")
+
+
 class ServingClassifier:
     """Student + optional cascade + optional shadow logging for one head."""
 
@@ -131,11 +136,9 @@ class ServingClassifier:
         self._valid = set(self.head_def.label_names)
         self._label_thresholds = label_thresholds_of(self.student)
 
-    def _student(self, text: str) -> tuple[StudentAnswer, float]:
-        start = time.perf_counter()
-        probs = self.student.predict_proba([text])[0]
-        elapsed = (time.perf_counter() - start) * 1000.0
-        answer = read_answer(
+    def read(self, probs: Any) -> StudentAnswer:
+        """The student's answer from one row of its probabilities."""
+        return read_answer(
             probs,
             self.labels,
             kind=str(self.head_def.kind),
@@ -143,13 +146,20 @@ class ServingClassifier:
             multi_label_threshold=self.head_def.multi_label_threshold,
             label_thresholds=self._label_thresholds,
         )
-        return answer, elapsed
 
     def classify(self, text: str, *, context: list[str] | None = None, request_id: str | None = None) -> Decision:
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"expected a non-empty message text, found {text!r}")
+        check_text(text)
+        start = time.perf_counter()
+        probs = self.student.predict_proba([text])[0]
+        return self.decide(text, probs, (time.perf_counter() - start) * 1000.0, context=context, request_id=request_id)
+
+    def decide(
+        self, text: str, probs: Any, student_ms: float, *, context: list[str] | None = None, request_id: str | None = None
+    ) -> Decision:
+        """The decision for a message whose student probabilities are already computed (a workflow bundle
+        scores every head in one call): the cascade's LLM below the threshold, the shadow log."""
         rid = request_id or new_request_id()
-        student, student_ms = self._student(text)
+        student = self.read(probs)
         decision = Decision(
             request_id=rid,
             head=self.head,

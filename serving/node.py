@@ -18,6 +18,9 @@ workflow's ``unified_classification`` already has: ``category``, ``confidence``,
 ``request_id``, ``fallback`` (``"llm_unavailable"`` when the cascade could not reach the LLM) and the
 head's own output fields (binary heads: e.g. ``is_worthy`` and ``score``).
 
+For a workflow bundle (``distilloop export --bundle workflow``), :func:`make_workflow_node` writes every
+head's answer (intent into ``unified_classification``) from one call, with a cascade and shadow mode per head.
+
 ``langgraph`` is an optional extra (``pip install distilloop[langgraph]``): the node itself is a plain
 function and needs nothing from it; :func:`build_single_node_graph` imports it when called.
 """
@@ -29,6 +32,7 @@ from typing import Any, TypedDict
 
 from serving.cascade import Cascade, Decision, ServingClassifier
 from serving.shadow import ShadowLogger, ShadowMode
+from serving.workflow import DEFAULT_OUTPUT_KEYS, WorkflowServing
 
 
 def unified_classification(decision: Decision, head_def: Any) -> dict[str, Any]:
@@ -140,6 +144,46 @@ def make_classifier_node(
     classify_node.classifier = classifier  # type: ignore[attr-defined]
     classify_node.close = classifier.close  # type: ignore[attr-defined]
     return classify_node
+
+
+def make_workflow_node(
+    bundle_or_path: Any,
+    *,
+    heads: list[str] | None = None,
+    text_key: str = "message",
+    output_keys: Mapping[str, str] | None = None,
+    context_key: str | None = None,
+    request_id_key: str | None = "request_id",
+    cascade: Mapping[str, Any] | float | bool | None = None,
+    shadow: ShadowMode | ShadowLogger | float | None = None,
+    llm: Mapping[str, Callable[..., Any]] | None = None,
+) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A LangGraph node ``state -> {output key of each head: its unified_classification dict}`` from one
+    bundle call. ``output_keys`` maps heads to state fields (default :data:`DEFAULT_OUTPUT_KEYS`: the intent
+    head writes the seed's ``unified_classification``)."""
+    from labeling.heads import get_head
+
+    serving = WorkflowServing(bundle_or_path, heads=heads, cascade=cascade, shadow=shadow, llm=llm)
+    keys = {**DEFAULT_OUTPUT_KEYS, **dict(output_keys or {})}
+    head_defs = {h: get_head(h) for h in serving.heads}
+
+    def classify_workflow(state: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            text = state[text_key]
+        except (KeyError, TypeError):
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(
+                f"expected the state to hold the message text under {text_key!r}, found {found}; pass text_key=... "
+                "to make_workflow_node"
+            ) from None
+        context = state.get(context_key) if context_key else None
+        rid = state.get(request_id_key) if request_id_key else None
+        decisions = serving.classify(text, context=context, request_id=str(rid) if rid else None)
+        return {keys.get(h, h): unified_classification(d, head_defs[h]) for h, d in decisions.items()}
+
+    classify_workflow.serving = serving  # type: ignore[attr-defined]
+    classify_workflow.close = serving.close  # type: ignore[attr-defined]
+    return classify_workflow
 
 
 class ClassifierState(TypedDict, total=False):

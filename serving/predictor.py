@@ -110,6 +110,8 @@ def load_predictor(model_or_path: Any, *, head: str | None = None) -> Any:
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
         info = read_export_info(path)
+        if info.get("bundle"):
+            return _bundle_head(path, info, head)
         if head is not None and info.get("head") not in (None, head):
             raise ValueError(f"expected a model of head {head!r}, found one of head {info.get('head')!r} in {path}")
         from training.inference import ClassifierModel
@@ -121,6 +123,19 @@ def load_predictor(model_or_path: Any, *, head: str | None = None) -> Any:
         "expected an exported model folder (path), a head name, or an object with predict(text) and "
         f"predict_proba(texts) and labels, found {type(model_or_path).__name__}"
     )
+
+
+def _bundle_head(path: Path, info: dict[str, Any], head: str | None) -> BundleHead:
+    """One head of a workflow bundle folder, served like a single-head export."""
+    held = list(info.get("outputs") or [])
+    if head is None or head not in held:
+        raise ValueError(
+            f"{path} is a workflow bundle holding heads {held}: expected one of them as the head, found {head!r}"
+        )
+    from training.inference import WorkflowClassifier
+
+    files = info.get("files") if isinstance(info.get("files"), dict) else {}
+    return BundleHead(WorkflowClassifier(path, quantized=bool(files.get("model_int8", True))), head)
 
 
 def head_name_of(model: Any, default: str | None = None) -> str | None:
@@ -194,3 +209,27 @@ def read_answer(
     order = [lab for lab in sorted(labels, key=lambda lab: -scores[lab]) if lab != label]
     secondary = [lab for lab in order if scores[lab] >= secondary_min][:secondary_max]
     return StudentAnswer(label=label, confidence=confidence, scores=scores, secondary=secondary)
+
+
+class BundleHead:
+    """One head of a workflow bundle, seen as a single-head student (``labels``, ``predict_proba``,
+    ``predict``, ``thresholds``, ``version``); calling it scores that head alone (one bundle call)."""
+
+    def __init__(self, bundle: Any, head: str) -> None:
+        if head not in bundle.heads:
+            raise ValueError(f"expected a head of the bundle {bundle.heads}, found {head!r}")
+        self.bundle = bundle
+        self.head = head
+        self.path = getattr(bundle, "path", None)
+        meta = bundle.head_meta[head]
+        self.labels = list(meta.labels)
+        self.kind = meta.kind
+        self.thresholds = meta.thresholds
+        info = (getattr(bundle, "manifest", None) or {}).get("heads", {}).get(head) or {}
+        self.version = info.get("model_version_id")
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.bundle.predict_proba(texts)[self.head]
+
+    def predict(self, text: str) -> dict[str, Any]:
+        return self.bundle.predict(text)[self.head]

@@ -45,3 +45,39 @@ class StudentModule(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         z = self.logits(input_ids, attention_mask)
         return torch.sigmoid(z) if self.activation == "sigmoid" else torch.softmax(z, dim=-1)
+
+
+class BundleModule(nn.Module):
+    """One encoder, several heads: ``forward(input_ids, attention_mask)`` returns one probability tensor per
+    head (in ``names`` order), each computed exactly as the head's own :class:`StudentModule` computes it
+    (mean pool → L2 normalize → its linear layer → its softmax or sigmoid), the encoder run once."""
+
+    def __init__(self, encoder: nn.Module, heads: dict[str, tuple[nn.Linear, str]]) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("expected at least one head for a bundle, found none")
+        self.encoder = encoder
+        self.names = list(heads)
+        self.heads = nn.ModuleDict({name: linear for name, (linear, _) in heads.items()})
+        self.activations = {name: act for name, (_, act) in heads.items()}
+
+    @classmethod
+    def from_student_modules(cls, modules: dict[str, StudentModule]) -> BundleModule:
+        """Share the first module's encoder (the caller checked that every module's encoder is the same)."""
+        wrong = [name for name, m in modules.items() if not isinstance(m, StudentModule)]
+        if wrong:
+            raise ValueError(
+                f"expected students of the form encoder → mean pool → normalize → linear head, found other modules "
+                f"for head(s) {wrong}: they cannot share one encoder pass"
+            )
+        first = next(iter(modules.values()))
+        return cls(first.encoder, {name: (m.head, m.activation) for name, m in modules.items()}).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        emb = nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+        out = []
+        for name in self.names:
+            z = self.heads[name](emb)
+            out.append(torch.sigmoid(z) if self.activations[name] == "sigmoid" else torch.softmax(z, dim=-1))
+        return tuple(out)

@@ -26,11 +26,14 @@ def _pct(v: float | None) -> str:
 def calibrate(
     head: str = typer.Option(..., "--head", help="Head to calibrate (e.g. intent)."),
     target_accuracy: float = typer.Option(0.95, "--target-accuracy", help="Accuracy the student must reach on what it answers."),
+    confidence: float = typer.Option(0.9, "--confidence", help="Probability that the target holds on new traffic (ltt), in (0, 1)."),
+    method: str = typer.Option("ltt", "--method", help="ltt: guaranteed (Learn then Test, binomial bound); empirical: the plug-in threshold."),
     model: Path | None = typer.Option(None, "--model", help="Exported model folder (default: MODELS_DIR/final/<head>)."),
-    min_accepted: int = typer.Option(1, "--min-accepted", help="Smallest number of holdout messages a threshold must accept."),
+    min_accepted: int = typer.Option(1, "--min-accepted", help="Smallest number of holdout messages a threshold must accept (empirical)."),
 ) -> None:
     """Choose the cascade threshold on the holdout: the student answers when its confidence is at least the
-    threshold, the LLM otherwise. Prints the coverage/accuracy curve and records the threshold in cascade.json."""
+    threshold, the LLM otherwise. By default the lowest threshold whose accepted accuracy reaches the target
+    with the stated confidence; prints the coverage/accuracy curve and records both methods in cascade.json."""
     from db.engine import session_scope
     from serving.calibration import curve_at
 
@@ -38,7 +41,8 @@ def calibrate(
         from serving.calibration import calibrate_head
 
         result = calibrate_head(
-            session, head=head, target_accuracy=target_accuracy, model=model, min_accepted=min_accepted, progress=update
+            session, head=head, target_accuracy=target_accuracy, model=model, method=method, confidence=confidence,
+            min_accepted=min_accepted, progress=update,
         )
     table = Table("threshold", "coverage (student answers)", "accuracy on those", "accepted", title=f"{head}: coverage / accuracy on the holdout")
     thresholds = sorted(set(_TABLE_THRESHOLDS + ([result["threshold"]] if result["threshold"] is not None else [])))
@@ -49,12 +53,27 @@ def calibrate(
                       _pct(row["accuracy"]), str(row["n_accepted"]), style=style)
     console.print(table)
     console.print(f"holdout: {result['n_holdout']} messages, student accuracy on all of them {result['overall_accuracy']:.1%}")
-    if result["threshold"] is None:
+    plug_in = result["methods"]["empirical"]
+    if method == "ltt":
+        if plug_in["threshold"] is not None:
+            console.print(f"plug-in threshold (not used): {plug_in['threshold']:.4f}, coverage {plug_in['coverage']:.1%}")
+        if result["threshold"] is None:
+            from serving.guarantee import more_needed_sentence
+
+            console.print(f"[yellow]{more_needed_sentence(result)}[/yellow]")
+        else:
+            console.print(
+                f"threshold {result['threshold']:.4f}: the student answers {result['coverage']:.1%} of the holdout at "
+                f"{result['accuracy']:.1%} accuracy; with {confidence:.0%} confidence its accuracy on new traffic is at "
+                f"least {target_accuracy:.1%} (lower bound on this holdout {result['accuracy_bound']:.1%}); the LLM "
+                "answers the rest"
+            )
+    elif result["threshold"] is None:
         console.print(f"[yellow]no threshold reaches {target_accuracy:.1%}: the cascade sends every message to the LLM[/yellow]")
     else:
         console.print(
-            f"threshold {result['threshold']:.4f}: the student answers {result['coverage']:.1%} of the holdout at "
-            f"{result['accuracy']:.1%} accuracy (target {target_accuracy:.1%}); the LLM answers the rest"
+            f"threshold {result['threshold']:.4f} (plug-in, no guarantee): the student answers {result['coverage']:.1%} "
+            f"of the holdout at {result['accuracy']:.1%} accuracy (target {target_accuracy:.1%}); the LLM answers the rest"
         )
     console.print(f"recorded in {result['file']}")
 

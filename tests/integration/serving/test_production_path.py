@@ -57,7 +57,13 @@ def _graph(node):  # noqa: ANN001
 
 def test_calibrate_cascade_shadow_and_feedback(exported_intent, intent_llm_server, sqlite_engine) -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["calibrate", "--head", "intent", "--target-accuracy", "0.95"])
+    # the guaranteed threshold (default): 40 holdout messages cannot prove 95% with 90% confidence (45 needed)
+    result = runner.invoke(cli, ["calibrate", "--head", "intent", "--target-accuracy", "0.95", "--confidence", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert "more labelled holdout messages would be needed" in " ".join(result.output.split())
+    assert json.loads((exported_intent / "cascade.json").read_text())["llm_for_all"] is True
+    # the plug-in threshold, what the rest of this test serves
+    result = runner.invoke(cli, ["calibrate", "--head", "intent", "--target-accuracy", "0.95", "--method", "empirical"])
     assert result.exit_code == 0, result.output
     assert "(chosen)" in result.output and "recorded in" in result.output
     cascade = json.loads((exported_intent / "cascade.json").read_text())

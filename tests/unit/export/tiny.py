@@ -97,9 +97,20 @@ class TinyStudent:
     label_thresholds: list[float] | None = None
     method: str = "probe"
     seed: int = 1
+    #: "tiny": the module above; "student": training.torch_modules.StudentModule (mean pool + L2 normalize +
+    #: linear, what probes and fine-tunes export, and what a workflow bundle can share one encoder between)
+    module: str = "tiny"
 
     def to_torch_module(self) -> Any:
-        return make_module(self.encoder_path, len(self.labels), "sigmoid" if self.kind == "multi" else "softmax", self.seed)
+        activation = "sigmoid" if self.kind == "multi" else "softmax"
+        if self.module == "student":
+            gen = np.random.default_rng(self.seed)
+            weight = gen.normal(size=(len(self.labels), 32)).astype(np.float32) * 12
+            bias = np.zeros(len(self.labels), dtype=np.float32)
+            from training.torch_modules import StudentModule
+
+            return StudentModule.from_arrays(self.encoder_path, weight, bias, activation=activation)
+        return make_module(self.encoder_path, len(self.labels), activation, self.seed)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         import torch

