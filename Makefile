@@ -62,6 +62,7 @@ bench-al: $(STAMP)
 
 bench-pii: $(STAMP)
 	$(BIN)/python benchmarks/bench_pii.py
+
 bench-cascade: $(STAMP)
 	$(BIN)/python benchmarks/bench_cascade.py
 
