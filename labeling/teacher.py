@@ -360,14 +360,16 @@ def prelabel(
     include_holdout: bool = False,
     relabel: bool = False,
     client: LLMClient | None = None,
-    commit_every: int = 25,
+    commit_every: int = 1,
 ) -> dict[str, Any]:
     """Teacher-label the pool messages of ``head`` that have no current label from this model.
 
     Labels are stored with ``crud.add_label(origin="llm", annotator=<model>, confidence=…)`` and
-    ``meta={"confidence_source", "prompt_version", "llm_call_id"…}``. The session is committed every
-    ``commit_every`` answers, so a crash or a stop (rate limit, server down) keeps what was done and a
-    rerun resumes; cached answers cost nothing. ``include_holdout`` also labels the holdout (for the
+    ``meta={"confidence_source", "prompt_version", "llm_call_id"…}``. Each answer (its ``LLMCall`` cache
+    row and its label, together) is committed as soon as it is received (``commit_every=1``; a larger
+    value batches commits and widens the crash window to that many answers), so a stop (rate limit,
+    server down) or a kill -9 loses only the requests still in flight; a rerun resumes and cached answers
+    cost nothing. ``include_holdout`` also labels the holdout (for the
     teacher's own metrics; holdout messages are never trained on). ``relabel`` revisits messages that
     already have a label from this model (free when the prompt version is unchanged: the cache answers).
     """
