@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al crash-test studio-start studio-stop clean
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -56,6 +56,11 @@ bench-model: $(STAMP)
 
 bench-al: $(STAMP)
 	$(BIN)/python benchmarks/bench_al.py
+
+# kill -9 anywhere: each long command SIGKILLed 20 times at random moments, then rerun and checked (KILLS=N)
+KILLS ?= 20
+crash-test: install
+	$(BIN)/python benchmarks/crash_test.py --kills $(KILLS)
 
 studio-start: install
 	$(BIN)/distilloop studio start

@@ -364,6 +364,13 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client killed or gone mid-request: not news
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeOpenAIServer:
     """An OpenAI chat-completions server on 127.0.0.1 (see the module docstring). Use as a context manager."""
