@@ -11,6 +11,10 @@ through :class:`LLMClient`, built from settings:
   server's ``retry-after`` / ``retry-after-ms`` headers up to 2 minutes) on 408/409/429/5xx, timeouts and
   connection errors. When retries are exhausted on a rate limit, a server error or an unreachable server,
   :class:`LLMStopError` is raised: callers stop the run cleanly and keep what was done.
+- Bad answers: a 200 whose body is not a chat completion (not JSON, cut short, no ``choices``, an HTML
+  page) is retried here (``OPENAI_MAX_RETRIES``, backoff with jitter), a connection reset mid-body by the
+  client; when they outlast the retries the request raises :class:`LLMRequestError`, a failure for that
+  item only. Errors describe a bad body in a line (``an HTML page ('502 Bad Gateway')``), never the page.
 - Usage and cost: every call returns prompt/completion tokens and the cost from :data:`PRICES`
   (USD per million tokens). A model missing from the table has an unknown cost (``None``), never a
   silent zero; ``OPENAI_INPUT_PRICE_PER_MTOK`` / ``OPENAI_OUTPUT_PRICE_PER_MTOK`` set a price for any model
