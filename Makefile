@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle crash-test
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -68,6 +68,11 @@ bench-cascade: $(STAMP)
 
 bench-bundle: $(STAMP)
 	$(BIN)/python benchmarks/bench_bundle.py
+
+# kill -9 anywhere: each long command SIGKILLed 20 times at random moments, then rerun and checked (KILLS=N)
+KILLS ?= 20
+crash-test: install
+	$(BIN)/python benchmarks/crash_test.py --kills $(KILLS)
 
 studio-start: install
 	$(BIN)/distilloop studio start

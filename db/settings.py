@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, alias="DATABASE_URL", description="SQLAlchemy URL; default: a SQLite file under VAR_DIR (WAL mode)."
     )
+    sqlite_busy_timeout: float = Field(
+        60.0, alias="SQLITE_BUSY_TIMEOUT", gt=0,
+        description="Seconds a SQLite writer waits for another one (dashboard job + CLI) before retrying its unit of work.",
+    )
     data_dir: Path = Field(Path("var/data"), alias="DATA_DIR", description="Uploads, embedding cache, simulation output.")
     models_dir: Path = Field(Path("models"), alias="MODELS_DIR", description="Checkpoints and exported models.")
     heads_dir: Path | None = Field(None, alias="HEADS_DIR", description="Extra classifier definitions (*.yaml).")

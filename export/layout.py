@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from training.inference import sha256_file
+from training.orphans import WRITER_FILE, mark_writer, writer_is_dead
 
 
 class ExportDirError(PermissionError):
@@ -39,10 +40,39 @@ def prepare_root(root: Path) -> Path:
 
 
 def make_staging(root: Path, head: str) -> Path:
+    """A new staging folder, marked with this process as its writer (see :func:`recover`); the marker is
+    removed by :func:`seal` before the checksums are taken."""
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{head}.staging-", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{head}.staging-", dir=root))
     except OSError as e:
         raise ExportDirError(f"cannot create a staging folder in {root} ({e.strerror or e}); check permissions") from e
+    mark_writer(staging)
+    return staging
+
+
+def seal(staging: Path) -> None:
+    """The staging folder is complete: drop the writer marker (it is not part of the export)."""
+    (staging / WRITER_FILE).unlink(missing_ok=True)
+
+
+def recover(target: Path) -> list[str]:
+    """Undo what an export killed mid-way (kill -9) left next to ``target``, unless another export of this
+    head is running (a staging folder whose writer is alive): a missing ``target`` with a backup gets the
+    newest backup back (the old export, complete); leftover backups, failed swaps and the staging folders
+    of dead writers are deleted. Returns what was done, for the log."""
+    parent, name = target.parent, target.name
+    staging = list(parent.glob(f".{name}.staging-*"))
+    if any((s / WRITER_FILE).exists() and not writer_is_dead(s) for s in staging):
+        return []
+    done = []
+    backups = sorted(parent.glob(f".{name}.backup-*"), key=lambda p: p.stat().st_mtime)
+    if not target.exists() and backups:
+        os.rename(backups.pop(), target)
+        done.append(f"restored the previous export of {name} from its backup")
+    for leftover in [*backups, *parent.glob(f".{name}.failed-*"), *staging]:
+        shutil.rmtree(leftover, ignore_errors=True)
+        done.append(f"removed {leftover.name}")
+    return done
 
 
 def checksums(folder: Path, *, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:

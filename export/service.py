@@ -8,6 +8,7 @@ Nothing under ``MODELS_DIR/final/<head>/`` and nothing in the database changes u
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -35,6 +36,8 @@ from training.inference import (
     length_grouped_batches,
 )
 from training.service import get_model_version, load_model_version_student
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], Any] | None
 
@@ -233,6 +236,8 @@ def export_head(
     max_length = int(getattr(student, "max_length", None) or head_def.student.max_length)
     step(2, STEPS)
 
+    for what in layout.recover(target):  # a previous export killed mid-way
+        log.info("export of %s: %s", head, what)
     staging = layout.make_staging(root, head)
     try:
         # tokenizer + labels first: the runtime reads them to run the parity check exactly as production does
@@ -355,6 +360,7 @@ def export_head(
             ),
             encoding="utf-8",
         )
+        layout.seal(staging)
         manifest["checksums"] = layout.checksums(staging, exclude={EXPORT_FILE})
         _write_json(staging / EXPORT_FILE, manifest)
         step(7, STEPS)

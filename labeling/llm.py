@@ -11,6 +11,10 @@ through :class:`LLMClient`, built from settings:
   server's ``retry-after`` / ``retry-after-ms`` headers up to 2 minutes) on 408/409/429/5xx, timeouts and
   connection errors. When retries are exhausted on a rate limit, a server error or an unreachable server,
   :class:`LLMStopError` is raised: callers stop the run cleanly and keep what was done.
+- Bad answers: a 200 whose body is not a chat completion (not JSON, cut short, no ``choices``, an HTML
+  page) is retried here (``OPENAI_MAX_RETRIES``, backoff with jitter), a connection reset mid-body by the
+  client; when they outlast the retries the request raises :class:`LLMRequestError`, a failure for that
+  item only. Errors describe a bad body in a line (``an HTML page ('502 Bad Gateway')``), never the page.
 - Usage and cost: every call returns prompt/completion tokens and the cost from :data:`PRICES`
   (USD per million tokens). A model missing from the table has an unknown cost (``None``), never a
   silent zero; ``OPENAI_INPUT_PRICE_PER_MTOK`` / ``OPENAI_OUTPUT_PRICE_PER_MTOK`` set a price for any model
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -63,7 +68,13 @@ class LLMStopError(RuntimeError):
 
 
 class LLMRequestError(RuntimeError):
-    """This one request was rejected (400, 404, 422…): record a failure for the item and go on."""
+    """This one request was rejected (400, 404, 422…), or its answers were never a usable chat completion
+    after the retries: record a failure for the item and go on."""
+
+
+class BadAnswerError(RuntimeError):
+    """A 200 that is not a chat completion (not JSON, cut short, no ``choices``, an HTML page): retried by
+    :meth:`LLMClient.chat_json`, then an :class:`LLMRequestError`."""
 
 
 def price_for(model: str) -> tuple[float, float] | None:
@@ -199,9 +210,8 @@ class LLMClient:
     ) -> list[ChatResult]:
         """One chat completion asking for JSON (strict JSON-schema structured output when ``schema`` is
         given); returns one :class:`ChatResult` per choice. Raises :class:`LLMStopError` (retries
-        exhausted), :class:`LLMNotConfiguredError` (key rejected) or :class:`LLMRequestError`."""
-        import openai
-
+        exhausted), :class:`LLMNotConfiguredError` (key rejected) or :class:`LLMRequestError` (this request
+        only: rejected, or never answered with a usable chat completion after the retries)."""
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "n": n}
         if schema is not None:
             kwargs["response_format"] = {
@@ -219,8 +229,30 @@ class LLMClient:
         if max_tokens is not None:
             kwargs["max_completion_tokens"] = max_tokens
         started = time.perf_counter()
+        bad: BadAnswerError | None = None
+        for attempt in range(self.max_retries + 1):  # our own retries, for bodies the client cannot retry
+            try:
+                results = self._complete_once(kwargs, started)
+                break
+            except BadAnswerError as e:
+                bad = e
+                if attempt < self.max_retries:
+                    time.sleep(_backoff(attempt))
+        else:
+            raise LLMRequestError(
+                f"no usable chat completion from {self.describe()} in {self.max_retries + 1} tries "
+                f"(last: {bad}); recorded as a failure for this item, a rerun asks again."
+            ) from bad
+        return results
+
+    def _complete_once(self, kwargs: dict[str, Any], started: float) -> list[ChatResult]:
+        """One request (the official client retrying its own faults); :class:`BadAnswerError` when the
+        server's 200 is not a chat completion (not JSON, cut short, no ``choices``, an HTML page)."""
+        import openai
+
         try:
-            resp = self._client.chat.completions.create(**kwargs)
+            raw = self._client.chat.completions.with_raw_response.create(**kwargs)
+            resp = _checked_completion(raw)
         except openai.AuthenticationError as e:
             raise LLMNotConfiguredError(
                 f"the server at {self.base_url or 'api.openai.com'} rejected the API key ({e.status_code}). "
@@ -239,23 +271,34 @@ class LLMClient:
                 f"after {self.max_retries} retries; stopped."
             ) from e
         except openai.APIConnectionError as e:
+            if _broke_mid_answer(e):  # reachable, but this answer kept breaking: a failure for this item
+                raise LLMRequestError(
+                    f"the connection to {self.describe()} broke mid-answer ({type(e.__cause__).__name__}) "
+                    f"on {self.max_retries + 1} tries; recorded as a failure for this item, a rerun asks again."
+                ) from e
             raise LLMStopError(f"cannot reach {self.describe()}: {e}; stopped. Check OPENAI_BASE_URL.") from e
         except openai.APIStatusError as e:
             if e.status_code in (408, 409) or e.status_code >= 500:
                 raise LLMStopError(f"HTTP {e.status_code} from {self.describe()} after retries; stopped.") from e
             raise LLMRequestError(f"HTTP {e.status_code} from {self.describe()}: {_error_message(e)}") from e
         latency_ms = (time.perf_counter() - started) * 1000
-        usage = resp.usage
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        usage = getattr(resp, "usage", None)
+        try:
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        except (TypeError, ValueError):  # a server that sends nonsense usage: unknown, not a dead run
+            prompt_tokens = completion_tokens = 0
         cost = cost_usd(self.model, prompt_tokens, completion_tokens)
         results = []
-        for i, choice in enumerate(resp.choices):
-            # usage covers the whole request: charge it to the first choice
-            results.append(_parse_choice(choice, model=self.model, latency_ms=latency_ms,
-                                         prompt_tokens=prompt_tokens if i == 0 else 0,
-                                         completion_tokens=completion_tokens if i == 0 else 0,
-                                         cost=cost if i == 0 else (0.0 if cost is not None else None)))
+        try:
+            for i, choice in enumerate(resp.choices):
+                # usage covers the whole request: charge it to the first choice
+                results.append(_parse_choice(choice, model=self.model, latency_ms=latency_ms,
+                                             prompt_tokens=prompt_tokens if i == 0 else 0,
+                                             completion_tokens=completion_tokens if i == 0 else 0,
+                                             cost=cost if i == 0 else (0.0 if cost is not None else None)))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise BadAnswerError(f"a choice that is not a chat message ({type(e).__name__}: {str(e)[:80]})") from e
         return results
 
     def map_concurrent(
@@ -305,17 +348,66 @@ _NO_KEY = (
 def _error_message(e: Any) -> str:
     body = getattr(e, "body", None)
     if isinstance(body, dict):
-        return str(body.get("message") or body)
-    return str(e)
+        return str(body.get("message") or body)[:300]
+    response = getattr(e, "response", None)
+    if response is not None:
+        return _describe_body(response.text, response.headers.get("content-type", ""))
+    return str(e)[:300]
+
+
+def _broke_mid_answer(e: BaseException) -> bool:
+    """True when the server was reached and the answer broke off (a reset or a cut connection mid-body),
+    False when it could not be reached at all (refused, DNS, connect timeout). By class name: the client
+    vendors its own copy of httpx."""
+    names = {c.__name__ for c in type(e.__cause__).__mro__} if e.__cause__ is not None else set()
+    return bool(names & {"RemoteProtocolError", "ReadError"}) and "ConnectError" not in names
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before our retry ``attempt`` (0-based): 0.5, 1, 2… capped at 8, with jitter (as the client)."""
+    return min(0.5 * 2**attempt, 8.0) * (0.75 + 0.25 * random.random())
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _describe_body(text: str, content_type: str) -> str:
+    """A short, log-safe description of a body that is not what was expected (never the whole page)."""
+    head = text.lstrip()[:15].lower()
+    if "html" in content_type or head.startswith(("<!doctype", "<html")):
+        title = _TITLE.search(text)
+        return f"an HTML page ({title.group(1).strip()[:80]!r})" if title else "an HTML page"
+    return f"{len(text)} characters of {content_type or 'unknown content type'}: {text[:80]!r}"
+
+
+def _checked_completion(raw: Any) -> Any:
+    """The parsed ``ChatCompletion`` of a raw 200, or :class:`BadAnswerError` saying what came instead."""
+    http = raw.http_response
+    content_type = http.headers.get("content-type", "")
+    text = http.text
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = f"not JSON ({e.msg} at char {e.pos} of {len(text)})" if isinstance(e, json.JSONDecodeError) else "not text"
+        raise BadAnswerError(f"HTTP {http.status_code} whose body is {what}: {_describe_body(text, content_type)}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise BadAnswerError(f"HTTP {http.status_code} JSON without a 'choices' list (found {keys})")
+    if not all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in data["choices"]):
+        raise BadAnswerError(f"HTTP {http.status_code} JSON whose choices have no 'message' object")
+    try:
+        return raw.parse()
+    except Exception as e:  # noqa: BLE001  (the client's own parser on a body we checked: still a bad answer)
+        raise BadAnswerError(f"HTTP {http.status_code} body the client cannot parse ({type(e).__name__})") from e
 
 
 def _parse_choice(choice: Any, *, model: str, latency_ms: float, prompt_tokens: int, completion_tokens: int,
                   cost: float | None) -> ChatResult:
     msg = choice.message
-    content = msg.content
+    content = getattr(msg, "content", None)
     refusal = getattr(msg, "refusal", None)
     lp = None
-    if choice.logprobs is not None and getattr(choice.logprobs, "content", None):
+    if getattr(choice, "logprobs", None) is not None and getattr(choice.logprobs, "content", None):
         lp = [
             TokenLogprob(
                 token=t.token,
@@ -334,14 +426,15 @@ def _parse_choice(choice: Any, *, model: str, latency_ms: float, prompt_tokens: 
             parsed = json.loads(content)
         except json.JSONDecodeError as e:
             error = f"malformed JSON from the model ({e.msg} at char {e.pos}): {content[:80]!r}"
-    if choice.finish_reason == "length" and error is None:
+    finish_reason = getattr(choice, "finish_reason", None)
+    if finish_reason == "length" and error is None:
         error = "answer cut off (finish_reason=length)"
         parsed = None
     return ChatResult(
         content=content,
         parsed=parsed,
         refusal=refusal,
-        finish_reason=choice.finish_reason,
+        finish_reason=finish_reason,
         logprobs=lp,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,

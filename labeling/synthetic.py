@@ -363,8 +363,8 @@ def generate(
                 if isinstance(result, LLMStopError):
                     stop_reason = str(result)
                     break
-                if isinstance(result, BaseException):
-                    raise result
+                if isinstance(result, BaseException) and not isinstance(result, LLMRequestError):
+                    raise result  # a request error is a failed batch (recorded below), never a dead run
                 if result == "cached":
                     report["from_cache"] += 1
                     items = (cached[spec.key].response or {}).get("parsed", {}).get("messages", [])

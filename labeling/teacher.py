@@ -31,6 +31,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from db import crud
+from db.engine import commit_with_retry
 from db.models import Label, LLMCall, Message, Origin, Split, utcnow
 from labeling.heads import HeadDef, get_head
 from labeling.llm import (
@@ -360,14 +361,16 @@ def prelabel(
     include_holdout: bool = False,
     relabel: bool = False,
     client: LLMClient | None = None,
-    commit_every: int = 25,
+    commit_every: int = 1,
 ) -> dict[str, Any]:
     """Teacher-label the pool messages of ``head`` that have no current label from this model.
 
     Labels are stored with ``crud.add_label(origin="llm", annotator=<model>, confidence=…)`` and
-    ``meta={"confidence_source", "prompt_version", "llm_call_id"…}``. The session is committed every
-    ``commit_every`` answers, so a crash or a stop (rate limit, server down) keeps what was done and a
-    rerun resumes; cached answers cost nothing. ``include_holdout`` also labels the holdout (for the
+    ``meta={"confidence_source", "prompt_version", "llm_call_id"…}``. Each answer (its ``LLMCall`` cache
+    row and its label, together) is committed as soon as it is received (``commit_every=1``; a larger
+    value batches commits and widens the crash window to that many answers), so a stop (rate limit,
+    server down) or a kill -9 loses only the requests still in flight; a rerun resumes and cached answers
+    cost nothing. ``include_holdout`` also labels the holdout (for the
     teacher's own metrics; holdout messages are never trained on). ``relabel`` revisits messages that
     already have a label from this model (free when the prompt version is unchanged: the cache answers).
     """
@@ -406,15 +409,20 @@ def prelabel(
         sent = [_sent_text(m, redact_on) for m in msgs]
         keys = [cache_key(t, c) for t, c in sent]
         cached = _cached(session, model=client.model, version=version, keys=keys)
-        todo: list[int] = []
-        for i, msg in enumerate(msgs):
-            row = cached.get(keys[i])
-            if row is not None and row.ok:
-                _store(session, head_def, msg, _answer_from_cache(row), row, client.model, version, report)
-                report["from_cache"] += 1
-                done += 1
-            else:
-                todo.append(i)
+        todo = [i for i in range(len(msgs)) if not (cached.get(keys[i]) is not None and cached[keys[i]].ok)]
+
+        def store_cached(msgs=msgs, cached=cached, keys=keys, todo=todo) -> dict[str, Any]:
+            part = _part()
+            for i, msg in enumerate(msgs):
+                if i not in todo:
+                    _store(session, head_def, msg, _answer_from_cache(cached[keys[i]]), cached[keys[i]], client.model,
+                           version, part)
+            return part
+
+        part = commit_with_retry(session, store_cached, what="prelabel (answers from the cache)")
+        _merge(report, part)
+        report["from_cache"] += part["labelled"]
+        done += part["labelled"]
         stop = threading.Event()
         reasons: list[str] = []
 
@@ -439,20 +447,30 @@ def prelabel(
             report["completion_tokens"] += ans.completion_tokens
             if report["cost_usd"] is not None:
                 report["cost_usd"] = None if ans.cost_usd is None else report["cost_usd"] + ans.cost_usd
-            row = _record_call(session, existing=cached.get(keys[i]), model=client.model, version=version,
-                               key=keys[i], ans=ans)
-            session.flush()
-            if ans.ok:
-                _store(session, head_def, msgs[i], ans, row, client.model, version, report)
+
+            def record(i=i, ans=ans, msgs=msgs, cached=cached, keys=keys) -> dict[str, Any]:
+                part = _part()
+                row = _record_call(session, existing=cached.get(keys[i]), model=client.model, version=version,
+                                   key=keys[i], ans=ans)
+                session.flush()
+                if ans.ok:
+                    _store(session, head_def, msgs[i], ans, row, client.model, version, part)
+                return part
+
+            if commit_every <= 1:  # the answer is durable before the next one is looked at
+                part = commit_with_retry(session, record, what=f"prelabel message {msgs[i].id}")
             else:
+                part = record()
+                since_commit += 1
+                if since_commit >= commit_every:
+                    session.commit()
+                    since_commit = 0
+            _merge(report, part)
+            if not ans.ok:
                 report["failed"] += 1
                 if len(report["failures"]) < 50:
                     report["failures"].append({"message_id": msgs[i].id, "text": msgs[i].text[:80], "error": ans.error})
             done += 1
-            since_commit += 1
-            if since_commit >= commit_every:
-                session.commit()
-                since_commit = 0
             if progress:
                 progress(done, total)
         if reasons:
@@ -474,6 +492,17 @@ def prelabel(
         report["cost_usd"] = round(report["cost_usd"], 10)
     report["remaining"] = max(0, total - done)
     return report
+
+
+def _part() -> dict[str, Any]:
+    """What one unit of work adds to a prelabel report (merged only once its commit succeeded)."""
+    return {"labelled": 0, "confidence_sources": Counter(), "labels": Counter()}
+
+
+def _merge(report: dict[str, Any], part: dict[str, Any]) -> None:
+    report["labelled"] += part["labelled"]
+    report["confidence_sources"].update(part["confidence_sources"])
+    report["labels"].update(part["labels"])
 
 
 def _store(session: Session, head: HeadDef, msg: Message, ans: TeacherAnswer, row: LLMCall, model: str,

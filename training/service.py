@@ -12,6 +12,7 @@ replaces.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -27,6 +28,7 @@ from sqlmodel import Session, col, select
 from db import crud
 from db.models import Message, ModelVersion, QueueItem, Split
 from training.evaluation import evaluate_student, evaluate_teacher, headline
+from training.orphans import mark_writer
 from training.semi_supervised import PseudoLabelParams
 from training.students import (
     METHODS,
@@ -38,6 +40,8 @@ from training.students import (
     new_student,
     targets_matrix,
 )
+
+log = logging.getLogger(__name__)
 
 GOLD_ORIGINS = ("human", "import")
 
@@ -288,7 +292,8 @@ def train_head(
     root = _models_dir()
     final = root / "students" / head / run_id
     tmp = root / "students" / ".tmp" / run_id
-    tmp.mkdir(parents=True, exist_ok=True)
+    _sweep_orphans(session, root, head)
+    mark_writer(tmp)  # a kill -9 leaves this folder behind: the next train of the head removes it
     moved = False
     try:
         if kind == "probe":
@@ -348,6 +353,18 @@ def train_head(
         shutil.rmtree(root / "checkpoints" / head / run_id, ignore_errors=True)
         raise
     return mv
+
+
+def _sweep_orphans(session: Session, root: Path, head: str) -> None:
+    """Remove student folders of ``head`` (and temp folders) that a killed ``train`` left without a model
+    version: unreferenced, and written by a process of this host that is gone (training/orphans.py)."""
+    from training.orphans import sweep
+
+    referenced = {Path(p).resolve() for p in session.exec(select(ModelVersion.artifact_path)) if p}
+    candidates = [p for base in (root / "students" / head, root / "students" / ".tmp") if base.is_dir()
+                  for p in base.iterdir()]
+    for folder in sweep(candidates, referenced=referenced):
+        log.info("removed %s: left by a train that was killed before recording its model version", folder)
 
 
 class ModelVersionNotFound(LookupError, ValueError):

@@ -69,6 +69,7 @@ import json
 import math
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -79,7 +80,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ChatRequest", "FakeOpenAIServer", "Fault", "Reply", "keyword_responder"]
+__all__ = ["BODY_FAULTS", "ChatRequest", "FakeOpenAIServer", "Fault", "Reply", "body_fault", "keyword_responder"]
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Fault:
     retry_after: float | None = None
     seconds: float = 0.0
     message: str = ""
+    content_type: str = "application/json"
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 1.0, message: str = "Rate limit reached") -> Fault:
@@ -127,6 +129,54 @@ class Fault:
     def refusal(cls, text: str = "I'm sorry, I can't help with that.") -> Fault:
         return cls("refusal", message=text)
 
+    # faults of the HTTP body itself (what a proxy, a crashed worker or a half-compatible server sends)
+    @classmethod
+    def raw(cls, body: str, *, status: int = 200, content_type: str = "application/json") -> Fault:
+        """``body`` verbatim with ``status`` and ``content_type`` (e.g. a 200 whose body is not JSON)."""
+        return cls("raw", status=status, message=body, content_type=content_type)
+
+    @classmethod
+    def not_json(cls) -> Fault:
+        """HTTP 200, ``application/json``, a body that is not JSON (the issue-18 reproduction)."""
+        return cls.raw("{'choices': [{'message': 'not json'}]}")
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        """HTTP 200 with a complete HTTP message whose JSON body is cut in half."""
+        return cls("truncated")
+
+    @classmethod
+    def no_choices(cls) -> Fault:
+        """HTTP 200, valid JSON without ``choices``."""
+        return cls.raw(json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "model": "gpt-4o-mini",
+                                   "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}))
+
+    @classmethod
+    def null_content(cls) -> Fault:
+        """A well-formed completion whose ``message.content`` is null (and no refusal)."""
+        return cls("null_content")
+
+    @classmethod
+    def reset(cls) -> Fault:
+        """Headers announcing the full body, half of it, then a TCP reset (connection reset mid-body)."""
+        return cls("reset")
+
+    @classmethod
+    def html(cls, status: int = 200) -> Fault:
+        """An HTML error page (a proxy's), with ``text/html``: 200, or e.g. 502."""
+        page = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
+                "Gateway</h1></center><hr><center>nginx</center></body></html>")
+        return cls.raw(page, status=status, content_type="text/html")
+
+
+#: one of every fault kind a teacher must survive (each costs exactly one request, then a good answer follows)
+BODY_FAULTS: tuple[str, ...] = ("not_json", "truncated", "no_choices", "null_content", "reset", "html", "html_502")
+
+
+def body_fault(name: str) -> Fault:
+    """A :data:`BODY_FAULTS` fault by name (``html_502``: the HTML page with status 502)."""
+    return Fault.html(502) if name == "html_502" else getattr(Fault, name)()
+
 
 @dataclass
 class ChatRequest:
@@ -138,6 +188,7 @@ class ChatRequest:
     received_at: float
     choice_index: int = 0
     fault: str | None = None
+    delivered: bool = False  # its response was written in full (False: held by freeze(), or the client left)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -313,6 +364,13 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client killed or gone mid-request: not news
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeOpenAIServer:
     """An OpenAI chat-completions server on 127.0.0.1 (see the module docstring). Use as a context manager."""
@@ -337,6 +395,9 @@ class FakeOpenAIServer:
         self._script: deque[Any] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._frozen = threading.Event()
+        self.delivered = 0  # chat-completions responses written in full (faulty ones included)
+        self.held = 0  # requests held by freeze() and never answered
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -380,11 +441,35 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests.clear()
             self._script.clear()
+            self.delivered = 0
+            self.held = 0
+
+    def freeze(self) -> None:
+        """From now on hold every chat request unanswered (until :meth:`thaw`): what a server does when
+        its client is about to be killed. Held requests count in ``held``, never in ``delivered``."""
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+
+    def _hold_if_frozen(self) -> bool:
+        """True (after waiting) when this request must go unanswered."""
+        if not self._frozen.is_set():
+            return False
+        with self._lock:
+            self.held += 1
+        while self._frozen.is_set() and not self._stopping.is_set():
+            time.sleep(0.02)
+        return True
 
     def count(self) -> int:
         """Chat-completions requests received so far (retries included)."""
         with self._lock:
             return sum(1 for r in self.requests if r.path.endswith("/chat/completions"))
+
+    def _unpop(self, action: Any) -> None:
+        with self._lock:
+            self._script.appendleft(action)
 
     def _next_action(self, req: ChatRequest) -> Any:
         with self._lock:
@@ -411,17 +496,42 @@ class FakeOpenAIServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (quiet)
                 return
 
-            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode("utf-8")
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None, *,
+                      raw: bytes | None = None, content_type: str = "application/json", cut: int | None = None,
+                      reset: bool = False) -> None:
+                """Write a response. ``raw``: the body verbatim; ``cut``: send only that many bytes of the body
+                (announcing that length: a complete HTTP message with a cut-short body); ``reset``: announce the
+                full body, send half of it, then reset the connection."""
+                data = raw if raw is not None else json.dumps(payload).encode("utf-8")
+                if cut is not None:
+                    data = data[:cut]
+                chat = self.path.rstrip("/").endswith("/chat/completions")
+                if chat and server._hold_if_frozen():
+                    if isinstance(getattr(self, "_popped", None), Fault):
+                        server._unpop(self._popped)  # never sent: the next request gets this fault instead
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    if reset:
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        self.connection.close()  # linger 0: an RST, not a clean FIN
+                        self.close_connection = True
+                    else:
+                        self.wfile.write(data)
+                    if chat:
+                        with server._lock:
+                            server.delivered += 1
+                        if getattr(self, "_req", None) is not None:
+                            self._req.delivered = True
+                except (BrokenPipeError, ConnectionResetError, OSError):  # the client gave up (timeout)
                     self.close_connection = True
 
             def _error(self, status: int, message: str, *, etype: str, headers: dict[str, str] | None = None) -> None:
@@ -456,6 +566,7 @@ class FakeOpenAIServer:
                     body=body,
                     received_at=time.monotonic(),
                 )
+                self._req, self._popped = req, None
                 with server._lock:
                     server.requests.append(req)
                 if not self._authorized():
@@ -475,11 +586,30 @@ class FakeOpenAIServer:
                 choices = []
                 completion_tokens = 0
                 delay = server.latency
+                if server._hold_if_frozen():  # frozen before deciding: nothing consumed from the script
+                    self.close_connection = True
+                    return
+                body_fault: Fault | None = None
                 for i in range(n):
                     sub = ChatRequest(req.path, req.headers, req.body, req.received_at, choice_index=i)
                     action = server._next_action(sub) if i == 0 else None
+                    if i == 0:
+                        self._popped = action
                     if action is None:
                         action = server.responder(sub)
+                    if isinstance(action, Fault) and action.kind == "raw":
+                        req.fault = f"raw {action.status} {action.content_type}"
+                        server._sleep(delay)
+                        self._send(action.status, None, raw=action.message.encode("utf-8"),
+                                   content_type=action.content_type)
+                        return
+                    if isinstance(action, Fault) and action.kind in ("truncated", "reset"):
+                        req.fault = action.kind
+                        body_fault = action
+                        action = server.responder(sub)
+                    if isinstance(action, Fault) and action.kind == "null_content":
+                        req.fault = action.kind
+                        action = Reply(None)
                     if isinstance(action, Fault):
                         req.fault = action.kind if action.kind != "http" else f"http {action.status}"
                         if action.kind == "http":
@@ -521,8 +651,7 @@ class FakeOpenAIServer:
                     choices.append(choice)
                 prompt_tokens = sum(count_tokens(json.dumps(m.get("content"))) + 4 for m in req.messages)
                 server._sleep(delay)
-                self._send(
-                    200,
+                payload = (
                     {
                         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
                         "object": "chat.completion",
@@ -535,7 +664,13 @@ class FakeOpenAIServer:
                             "completion_tokens": completion_tokens,
                             "total_tokens": prompt_tokens + completion_tokens,
                         },
-                    },
+                    }
                 )
+                if body_fault is not None and body_fault.kind == "truncated":
+                    self._send(200, payload, cut=len(json.dumps(payload)) // 2)
+                elif body_fault is not None:
+                    self._send(200, payload, reset=True)
+                else:
+                    self._send(200, payload)
 
         return Handler
