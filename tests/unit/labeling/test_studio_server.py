@@ -87,9 +87,26 @@ def test_child_environment_drops_our_variables(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("PORT", "1")
     reset_settings()
-    env = studio._child_env(studio._paths(), "tok-123456")
+    env = studio._child_env(studio._paths(), "tok-123456", "pw-abcdefgh")
     assert "DATABASE_URL" not in env and "OPENAI_API_KEY" not in env and "PORT" not in env
     assert env["LABEL_STUDIO_USER_TOKEN"] == "tok-123456" and env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    assert env["LABEL_STUDIO_PASSWORD"] == "pw-abcdefgh" and env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
+
+
+def test_admin_password_generated_once_for_its_owner_or_taken_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    reset_settings()
+    assert studio.admin_password() is None  # nothing before the first start
+    first, generated = studio._password_for_start()
+    again, generated_again = studio._password_for_start()
+    assert generated and not generated_again and first == again and len(first) >= 16
+    assert oct(studio.password_file().stat().st_mode & 0o777) == "0o600" and studio.admin_password() == first
+    monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "short")
+    reset_settings()
+    with pytest.raises(studio.StudioError, match="too short"):
+        studio._password_for_start()
+    monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "a-password-of-mine")
+    reset_settings()
+    assert studio._password_for_start() == ("a-password-of-mine", False) and studio.admin_password() == "a-password-of-mine"
     assert env["LABEL_STUDIO_BASE_DATA_DIR"].endswith("label-studio/data")
 
 
