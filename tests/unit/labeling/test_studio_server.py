@@ -91,6 +91,7 @@ def test_child_environment_drops_our_variables(monkeypatch: pytest.MonkeyPatch) 
     assert "DATABASE_URL" not in env and "OPENAI_API_KEY" not in env and "PORT" not in env
     assert env["LABEL_STUDIO_USER_TOKEN"] == "tok-123456" and env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert env["LABEL_STUDIO_PASSWORD"] == "pw-abcdefgh" and env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
+    assert env["LABEL_STUDIO_BASE_DATA_DIR"].endswith("label-studio/data")
 
 
 def test_admin_password_generated_once_for_its_owner_or_taken_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +108,6 @@ def test_admin_password_generated_once_for_its_owner_or_taken_from_the_setting(m
     monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "a-password-of-mine")
     reset_settings()
     assert studio._password_for_start() == ("a-password-of-mine", False) and studio.admin_password() == "a-password-of-mine"
-    assert env["LABEL_STUDIO_BASE_DATA_DIR"].endswith("label-studio/data")
 
 
 def test_health_needs_a_label_studio_answer() -> None:
