@@ -28,12 +28,12 @@ def test_stopping_summary_reads_the_round_signals() -> None:
 def test_the_gate_is_normalised_from_export_gate() -> None:
     gate_mod = pytest.importorskip("export.gate")
     head = get_head("intent")
-    passing = status.normalise_gate(gate_mod.gate(head, {"n": 50, "accuracy": 0.9, "macro_f1": 0.8}))
+    passing = status.normalise_gate(gate_mod.gate(head, {"n": 50, "accuracy": 0.9, "macro_f1": 0.85}))
     assert passing["passed"] is True
     assert {c["metric"] for c in passing["checks"]} == {"holdout_size", "accuracy", "macro_f1"}
-    failing = status.normalise_gate(gate_mod.gate(head, {"n": 50, "accuracy": 0.7, "macro_f1": 0.8}))
+    failing = status.normalise_gate(gate_mod.gate(head, {"n": 50, "accuracy": 0.7, "macro_f1": 0.85}))
     acc = [c for c in failing["checks"] if c["metric"] == "accuracy"][0]
-    assert failing["passed"] is False and acc["ok"] is False and acc["gap"] == pytest.approx(0.7 - 0.8)
+    assert failing["passed"] is False and acc["ok"] is False and acc["gap"] == pytest.approx(0.7 - 0.85)
 
 
 def test_next_steps_follow_the_state_of_a_head(seeded: Seeded, app_engine: Engine, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.unit
 
 
 def test_passes_when_every_threshold_is_met() -> None:
-    intent = get_head("intent")  # accuracy >= 0.80, macro_f1 >= 0.75, min_holdout 40
-    result = gate(intent, {"n": 40, "accuracy": 0.80, "macro_f1": 0.90})
+    intent = get_head("intent")  # accuracy >= 0.85, macro_f1 >= 0.83, min_holdout 40
+    result = gate(intent, {"n": 40, "accuracy": 0.85, "macro_f1": 0.90})
     assert result.passed
     assert [c.metric for c in result.checks] == ["holdout_size", "accuracy", "macro_f1"]
     acc = result.checks[1]
@@ -21,14 +21,14 @@ def test_passes_when_every_threshold_is_met() -> None:
 
 def test_refusal_lists_each_threshold_value_and_gap() -> None:
     intent = get_head("intent")
-    result = gate(intent, {"n": 50, "accuracy": 0.72, "macro_f1": 0.80})
+    result = gate(intent, {"n": 50, "accuracy": 0.77, "macro_f1": 0.88})
     assert not result.passed
     failing = result.failures
     assert [c.metric for c in failing] == ["accuracy"]
-    assert failing[0].value == pytest.approx(0.72)
+    assert failing[0].value == pytest.approx(0.77)
     assert failing[0].gap == pytest.approx(-0.08)
     text = result.format()
-    assert "accuracy" in text and ">= 0.8000" in text and "0.7200" in text and "-0.0800" in text and "FAIL" in text
+    assert "accuracy" in text and ">= 0.8500" in text and "0.7700" in text and "-0.0800" in text and "FAIL" in text
     assert "macro_f1" in text and "+0.0500" in text
 
 
@@ -61,8 +61,8 @@ def test_ece_is_a_maximum_and_min_class_f1_reads_per_class() -> None:
 
 
 def test_multi_label_head_uses_micro_and_macro_f1() -> None:
-    emotion = get_head("emotion")  # micro_f1 >= 0.55, macro_f1 >= 0.40
-    assert gate(emotion, {"n": 30, "micro_f1": 0.6, "macro_f1": 0.41}).passed
-    result = gate(emotion, {"n": 30, "micro_f1": 0.5, "macro_f1": 0.41})
+    emotion = get_head("emotion")  # micro_f1 >= 0.70, macro_f1 >= 0.50
+    assert gate(emotion, {"n": 30, "micro_f1": 0.75, "macro_f1": 0.51}).passed
+    result = gate(emotion, {"n": 30, "micro_f1": 0.65, "macro_f1": 0.51})
     assert [c.metric for c in result.failures] == ["micro_f1"]
     assert result.to_dict()["checks"][2]["gap"] == pytest.approx(-0.05)
