@@ -14,6 +14,7 @@ The runtime is :class:`training.inference.WorkflowClassifier`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,6 +170,8 @@ def export_bundle(
     students = {h: load_model_version_student(mvs[h]) for h in included}
     root = layout.prepare_root(bundle_dir(name).parent)
     target = bundle_dir(name)
+    for what in layout.recover(target):  # a previous export killed mid-way
+        logging.getLogger(__name__).info("export of bundle %s: %s", name, what)
     staging = layout.make_staging(root, name)
     try:
         max_length = _check_shared(students, mvs, staging)
@@ -263,6 +266,7 @@ def export_bundle(
         _write_json(staging / METRICS_FILE, {"heads": {h: {"model_version_id": mvs[h].id, "holdout": mvs[h].metrics,
                                                           "parity": parity[h]} for h in included}})
         (staging / CARD_FILE).write_text(_card(manifest), encoding="utf-8")
+        layout.seal(staging)
         manifest["checksums"] = layout.checksums(staging, exclude={EXPORT_FILE})
         _write_json(staging / EXPORT_FILE, manifest)
         step(7, STEPS)

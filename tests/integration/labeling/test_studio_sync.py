@@ -87,7 +87,8 @@ def test_project_created_once_and_follows_head_labels(session: Session, studio_e
     assert first["project_id"] == second["project_id"]
     project = client.get_project(first["project_id"])
     config = project["label_config"]
-    assert 'choice="single-radio"' in config and 'hint="The message is about blue. Navy and sky count as blue."' in config
+    assert 'choice="single-radio"' in config
+    assert 'hint="The message is about blue. Navy and sky count as blue. E.g. “a message about blue, example 1”' in config
     assert "$context" in config and "Previous turns" in config
     assert "Pick the colour the message names" in project["expert_instruction"]
     assert project["maximum_annotations"] == 2

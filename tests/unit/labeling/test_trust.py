@@ -26,6 +26,7 @@ from labeling.trust import (
     trust_arrays,
     value_weight,
 )
+from tests.support.heads import toy_examples
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +117,7 @@ def _head_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **teacher) -> Non
     folder.mkdir(exist_ok=True)
     doc = {
         "name": "topic", "kind": "single", "description": "toy", "labels": [
-            {"name": n, "description": f"about {n}"} for n in ("food", "money", "travel")],
+            {"name": n, "description": f"about {n}", "examples": toy_examples(n)} for n in ("food", "money", "travel")],
         "teacher": teacher,
     }
     (folder / "topic.yaml").write_text(yaml.safe_dump(doc))
