@@ -210,6 +210,90 @@ def previous_probe_head(session: Session, *, head: str, labels: list[str], encod
     return None
 
 
+TMP_DIR = Path(".tmp") / "students"  # under MODELS_DIR: where a student folder is written before it is moved
+
+
+def _tmp_root(root: Path) -> Path:
+    return root / TMP_DIR
+
+
+def sweep_stale_runs(root: Path) -> list[str]:
+    """Remove the temp folders of training runs whose process is gone (killed, crashed): each run writes
+    ``<run_id>.pid`` beside its temp folder. Returns the run ids removed. A live run is never touched."""
+    removed: list[str] = []
+    base = _tmp_root(root)
+    if not base.is_dir():
+        return removed
+    for entry in sorted(base.iterdir()):
+        if entry.suffix == ".pid":
+            continue
+        pid_file = base / f"{entry.name}.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _alive(pid):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        for checkpoints in (root / "checkpoints").glob(f"*/{entry.name}"):  # a killed fine-tune's checkpoints
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        pid_file.unlink(missing_ok=True)
+        removed.append(entry.name)
+    for pid_file in base.glob("*.pid"):  # a pid file whose folder is gone
+        if not (base / pid_file.stem).exists():
+            try:
+                alive = _alive(int(pid_file.read_text().strip()))
+            except (OSError, ValueError):
+                alive = False
+            if not alive:
+                pid_file.unlink(missing_ok=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def label_example_rows(session: Session, head_def: Any, *, exclude_texts: set[str] | None = None) -> tuple[list[str], list[Any], int]:
+    """The head file's label examples as labelled rows (text, value): ``(texts, values, left_out)``.
+
+    An example that is also a holdout message is left out (training on it would leak the holdout), and so
+    is one that is already a training text (``exclude_texts``) or the example of two labels."""
+    from db.crud import normalize_text
+
+    by_text: dict[str, list[str]] = {}
+    original: dict[str, str] = {}
+    for lab in head_def.labels:
+        for ex in lab.examples:
+            key = normalize_text(ex)
+            if key:
+                by_text.setdefault(key, []).append(lab.name)
+                original.setdefault(key, ex)
+    if not by_text:
+        return [], [], 0
+    holdout = {normalize_text(t) for t in session.exec(select(Message.text).where(Message.split == Split.HOLDOUT))}
+    taken = {normalize_text(t) for t in exclude_texts or ()}
+    texts, values, left_out = [], [], 0
+    for key, names in by_text.items():
+        if key in holdout or key in taken or (len(set(names)) > 1 and not head_def.is_multi):
+            left_out += 1
+            continue
+        texts.append(original[key])
+        values.append(sorted(set(names), key=head_def.label_names.index) if head_def.is_multi else names[0])
+    return texts, values, left_out
+
+
 def train_head(
     session: Session,
     *,
@@ -220,9 +304,14 @@ def train_head(
     distill_from: int | None = None,
     data: LabelledSet | None = None,
 ) -> ModelVersion:
-    """Train a student of ``head`` (kind "probe" or "finetune"), evaluate it on the holdout and record a
-    ModelVersion (flushed, not committed). The student folder is written to a temp folder and moved into
-    ``MODELS_DIR/students/<head>/`` only when complete.
+    """Train a student of ``head`` (kind "probe", "setfit" or "finetune"), evaluate it on the holdout and
+    record a ModelVersion (flushed, not committed). The student folder is written to a temp folder
+    (``MODELS_DIR/.tmp/students/``) and moved into ``MODELS_DIR/students/<head>/`` only when complete: an
+    interrupted run (Ctrl-C, an exception) removes it, and a killed one leaves it outside ``students/``, where
+    the next run sweeps it away (:func:`sweep_stale_runs`).
+
+    SetFit: the head file's ``student.setfit`` settings; with ``label_examples`` on, the labels' examples are
+    extra training rows (:func:`label_example_rows`, recorded as ``params.label_examples``).
 
     Fine-tune only: ``layers`` keeps the encoder's first N layers (overrides the head file's
     ``student.finetune.layers``); ``distill_from`` (a model version id of the same head, typically a
@@ -233,7 +322,7 @@ def train_head(
     (recorded as ``params.warm_start_from``). ``data``: the head's :func:`training_set`, when the caller has
     just read it in the same transaction (a round does)."""
     if kind not in METHODS:
-        raise ValueError(f"kind: expected one of {list(METHODS)}, found {kind!r}")
+        raise ValueError(f"--kind: unknown student kind {kind!r}; expected one of: {', '.join(METHODS)}")
     if kind != "finetune" and (layers is not None or distill_from is not None):
         raise ValueError(
             "--layers and --distill-from apply to fine-tuned students only (a probe keeps the whole frozen encoder); "
@@ -259,15 +348,18 @@ def train_head(
                 f"model version {distill_from} was trained with labels {teacher.labels}, but head {head!r} now has "
                 f"{labels}; distil from a model version trained on the current head file"
             )
-    max_length = cfg.finetune.max_length if kind == "finetune" else cfg.max_length
+    max_length = {"finetune": cfg.finetune.max_length, "setfit": cfg.setfit.max_length}.get(kind, cfg.max_length)
     student = new_student(kind, labels=labels, kind=hd.kind.value, encoder=cfg.encoder, max_length=max_length, multi_label_threshold=hd.multi_label_threshold)
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"{kind}-{stamp}-{uuid.uuid4().hex[:6]}"
     root = _models_dir()
     final = root / "students" / head / run_id
-    tmp = root / "students" / ".tmp" / run_id
+    sweep_stale_runs(root)
+    tmp = _tmp_root(root) / run_id
     tmp.mkdir(parents=True, exist_ok=True)
+    pid_file = _tmp_root(root) / f"{run_id}.pid"
+    pid_file.write_text(str(os.getpid()))
     moved = False
     try:
         if kind == "probe":
@@ -281,6 +373,23 @@ def train_head(
             )
             if init and student.params.get("warm_start"):
                 student.params["warm_start_from"] = init[0]
+        elif kind == "setfit":
+            from training.setfit_student import SetfitParams
+
+            sp = SetfitParams.from_config(cfg.setfit)
+            texts, values, weights = list(data.texts), list(data.values), list(data.weights)
+            examples = {"used": sp.label_examples, "n": 0, "left_out": 0}
+            if sp.label_examples:
+                ex_texts, ex_values, left_out = label_example_rows(session, hd, exclude_texts=set(texts))
+                texts += ex_texts
+                values += ex_values
+                weights += [sp.label_examples_weight] * len(ex_texts)
+                examples.update(n=len(ex_texts), left_out=left_out)
+            student.fit(
+                texts, values, output_dir=tmp, checkpoint_dir=root / "checkpoints" / head / run_id, sample_weight=weights,
+                params=sp, probe_C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, progress=progress,
+            )
+            student.params["label_examples"] = examples
         else:
             from training.finetune import FinetuneParams
 
@@ -324,6 +433,8 @@ def train_head(
         shutil.rmtree(final if moved else tmp, ignore_errors=True)
         shutil.rmtree(root / "checkpoints" / head / run_id, ignore_errors=True)
         raise
+    finally:
+        pid_file.unlink(missing_ok=True)
     return mv
 
 
