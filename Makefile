@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al studio-start studio-stop clean
+.PHONY: run test install lint unit integration bench-model bench-al bench-coaching studio-start studio-stop clean
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -56,6 +56,10 @@ bench-model: $(STAMP)
 
 bench-al: $(STAMP)
 	$(BIN)/python benchmarks/bench_al.py
+
+# every student kind on the starter set (data/demo): ARGS="--heads intent --kinds probe,setfit" runs a part
+bench-coaching: $(STAMP)
+	$(BIN)/python benchmarks/bench_coaching.py $(ARGS)
 
 studio-start: install
 	$(BIN)/distilloop studio start

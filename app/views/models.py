@@ -12,6 +12,8 @@ import streamlit as st
 from app import queries, status, ui
 
 SHOW_AT_MOST = 500  # rows of the disagreement table sent to the browser
+#: what `make bench-coaching` measured on the starter set (README, "Measured")
+BEST_FOR_FEW_LABELS = "Benchmark (make bench-coaching, starter set): TO BE MEASURED"
 
 
 def render() -> None:
@@ -61,12 +63,19 @@ def _train_section(head: str) -> None:
     if not ui.has_service("training.service", "train_head"):
         ui.service("training.service", "train_head")
         return
+    from training.students import METHODS
+
     c1, c2 = st.columns([2, 1])
     kind = c1.radio(
-        "Student", ["probe", "finetune"], horizontal=True, key=f"kind:{head}",
-        help="probe: frozen encoder + linear head, seconds. finetune: the whole encoder, minutes to hours on a CPU.",
+        "Student", list(METHODS), horizontal=True, key=f"kind:{head}",
+        help="probe: frozen encoder + linear head, seconds. setfit: the encoder tuned contrastively on pairs of "
+             "labelled messages, then the head; minutes. finetune: the whole encoder, minutes to hours on a CPU.",
     )
+    st.caption(BEST_FOR_FEW_LABELS)
     options: dict[str, Any] = {}
+    if kind == "setfit":
+        st.caption("SetFit runs for a few minutes on a CPU (the head file's student.setfit.max_steps bounds it); "
+                   "you can keep browsing while it runs.")
     if kind == "finetune":
         st.caption("A fine-tune runs for minutes to hours on a CPU; you can keep browsing while it runs.")
         o1, o2 = st.columns(2)

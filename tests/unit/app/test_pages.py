@@ -247,3 +247,18 @@ def test_finetune_options_reach_the_training_job(seeded: Seeded, app_engine: Eng
     done = jobs.wait(app_engine, job.id, timeout=60)
     assert done.status == jobs.FAILED
     assert f"model version {teacher_id}" in done.error and "is missing" in done.error
+
+
+def test_models_page_offers_every_student_kind_and_the_benchmark_verdict(seeded: Seeded) -> None:
+    from app.views.models import BEST_FOR_FEW_LABELS
+    from training.students import METHODS
+
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    student = [r for r in at.radio if r.label == "Student"][0]
+    assert list(student.options) == list(METHODS) == ["probe", "setfit", "finetune"]
+    assert any(c.value == BEST_FOR_FEW_LABELS for c in at.caption)
+    student.set_value("setfit").run()
+    assert not _problems(at)
+    assert any("SetFit runs for a few minutes" in c.value for c in at.caption)
+    assert not [sb for sb in at.selectbox if sb.label == "Encoder layers"]  # fine-tune options only for finetune
