@@ -8,7 +8,8 @@ descriptions when there are none) → build the mixed batch → stopping signals
 QueueItems (flushed; the caller commits, e.g. with ``db.engine.session_scope``).
 
 Cold start: a head with no trainable labels gets a zero-shot round: the "student" is the zero-shot teacher
-(cosine similarity between message and label-description embeddings) and the batch is a diverse seed batch
+(cosine similarity between the message and each label's mean embedding of its description and example
+messages) and the batch is a diverse seed batch
 (k-means over the pool), so that a head with no labels at all can start.
 """
 
@@ -37,21 +38,27 @@ ZERO_SHOT_TEMPERATURE = 0.05
 # --- zero-shot teacher ----------------------------------------------------------------------------
 
 
-def label_prompts(head_def: Any) -> list[str]:
-    """One text per label for the zero-shot teacher: its name, description and examples."""
-    out = []
-    for lab in head_def.labels:
-        parts = [lab.name.replace("_", " ").replace("-", " ") + ": " + lab.description.strip()]
-        if lab.examples:
-            parts.append(" ".join(lab.examples[:3]))
-        out.append(" ".join(parts))
-    return out
+def label_texts(head_def: Any) -> list[list[str]]:
+    """Per label, the texts that stand for it in the zero-shot teacher: its name and description, then each of
+    its example messages."""
+    return [
+        [lab.name.replace("_", " ").replace("-", " ") + ": " + lab.description.strip(), *lab.examples]
+        for lab in head_def.labels
+    ]
+
+
+def label_centroids(embeddings: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """One vector per label: the mean of its texts' unit-length embeddings (``sizes``: texts per label, in
+    order), so that the description and each example count the same."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    bounds = np.cumsum([0, *sizes])
+    return np.stack([unit[bounds[i]:bounds[i + 1]].mean(axis=0) for i in range(len(sizes))])
 
 
 def zero_shot_probs(
     message_emb: np.ndarray, label_emb: np.ndarray, *, multi_label: bool = False, temperature: float = ZERO_SHOT_TEMPERATURE
 ) -> np.ndarray:
-    """Zero-shot teacher: cosine similarity of each message to each label description, turned into
+    """Zero-shot teacher: cosine similarity of each message to each label's vector, turned into
     probabilities (softmax at ``temperature``; multi-label: a sigmoid around the row's mean similarity)."""
     m = message_emb / np.maximum(np.linalg.norm(message_emb, axis=1, keepdims=True), 1e-12)
     lab = label_emb / np.maximum(np.linalg.norm(label_emb, axis=1, keepdims=True), 1e-12)
@@ -65,13 +72,16 @@ def zero_shot_probs(
 
 
 def zero_shot_teacher(texts: list[str], head_def: Any, *, message_emb: np.ndarray | None = None) -> np.ndarray:
-    """Zero-shot probabilities of ``texts`` for ``head_def`` (embeddings from training.encoder.embed, cached)."""
+    """Zero-shot probabilities of ``texts`` for ``head_def``: similarity to each label's centroid of its
+    description and example messages (embeddings from training.encoder.embed, cached)."""
     from training.encoder import embed
 
     cfg = head_def.student
     if message_emb is None:
         message_emb = embed(texts, encoder=cfg.encoder, max_length=cfg.max_length)
-    label_emb = embed(label_prompts(head_def), encoder=cfg.encoder, max_length=cfg.max_length)
+    per_label = label_texts(head_def)
+    flat = [t for group in per_label for t in group]
+    label_emb = label_centroids(np.asarray(embed(flat, encoder=cfg.encoder, max_length=cfg.max_length)), [len(g) for g in per_label])
     return zero_shot_probs(message_emb, label_emb, multi_label=head_def.is_multi)
 
 

@@ -154,6 +154,7 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
     from db.migrate import upgrade
     from db.models import Message, ModelVersion
     from db.settings import get_settings, reset_settings
+    from labeling.heads import pick_examples
     from training.encoder import embed
 
     data = load_dataset("banking77")
@@ -163,6 +164,7 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
 
     # label names must match ^[A-Za-z0-9_-]+$ (BANKING77 has "reverted_card_payment?")
     names = [re.sub(r"[^A-Za-z0-9_\-]", "", c) for c in data.classes]
+    examples = pick_examples(data.pool_texts, [int(y) for y in data.pool_y])  # every label needs 5 examples
     tmp = Path(tempfile.mkdtemp(prefix="bench-al-"))
     heads = tmp / "heads"
     heads.mkdir()
@@ -170,7 +172,8 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
         "name": "banking",
         "kind": "single",
         "description": "BANKING77 intents",
-        "labels": [{"name": names[i], "description": c.replace("_", " ").rstrip("?")} for i, c in enumerate(data.classes)],
+        "labels": [{"name": names[i], "description": c.replace("_", " ").rstrip("?"), "examples": examples[i]}
+                   for i, c in enumerate(data.classes)],
         "min_holdout": 50,
         "active_learning": {"mix": {"disagreement": 0.5, "margin_diversity": 0.5} if teacher else {"margin_diversity": 1.0},
                             "batch_size": n},

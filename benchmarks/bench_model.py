@@ -154,8 +154,10 @@ def export_student(student, labels, test_x, test_y, workdir: Path) -> tuple[Path
     """The real gated export: a throw-away SQLite database and MODELS_DIR, a 77-label head, the test set
     as the human holdout. The embedding cache (DATA_DIR) stays where it is."""
     from db.settings import get_settings, reset_settings
+    from labeling.heads import pick_examples
 
     data_dir = Path(get_settings().data_dir).resolve()
+    examples = pick_examples(test_x, test_y)  # every label needs 5 examples; the export gate does not use them
     heads = workdir / "heads"
     heads.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -163,7 +165,7 @@ def export_student(student, labels, test_x, test_y, workdir: Path) -> tuple[Path
         "kind: single",
         "description: BANKING77 intents (benchmark head).",
         "labels:",
-        *[f"  - {{name: {lab}, description: {lab}}}" for lab in labels],
+        *[f"  - {{name: {lab}, description: {lab}, examples: {json.dumps(examples[lab])}}}" for lab in labels],
         "thresholds: {accuracy: 0.85}",
         "min_holdout: 100",
     ]

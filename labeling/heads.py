@@ -7,6 +7,7 @@ the problem.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -35,13 +36,38 @@ class HeadKind(StrEnum):
     BINARY = "binary"
 
 
+#: every label of a head needs at least this many example messages (they feed the teacher prompt, the
+#: zero-shot cold start and the Label Studio hints)
+MIN_EXAMPLES = 5
+
+
 class LabelDef(BaseModel):
+    """One label: what it means (``description``, ``guidelines``) and realistic messages of it (``examples``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
-    description: str = Field(min_length=1)
+    description: str = Field("", validate_default=True)
     guidelines: str = ""
-    examples: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("description")
+    @classmethod
+    def _has_description(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a short description of what the label means, found none; add description: ...")
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _enough_examples(cls, value: list[str]) -> list[str]:
+        kept = [e.strip() for e in value if e.strip()]
+        if len(set(kept)) < MIN_EXAMPLES:
+            raise ValueError(
+                f"expected at least {MIN_EXAMPLES} different example messages of this label, found {len(set(kept))}; "
+                "add realistic messages as a list under examples:"
+            )
+        return kept
 
 
 class PseudoLabelConfig(BaseModel):
@@ -255,11 +281,17 @@ class HeadDef(BaseModel):
         return value
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+def _format_validation_error(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
     lines = [f"{path}: invalid classifier definition"]
+    labels = raw.get("labels") if isinstance(raw.get("labels"), list) else []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  field {loc}: {e['msg']}")
+        where = ""
+        if len(e["loc"]) >= 2 and e["loc"][0] == "labels" and isinstance(e["loc"][1], int) and e["loc"][1] < len(labels):
+            entry = labels[e["loc"][1]]
+            if isinstance(entry, dict) and entry.get("name"):
+                where = f" (label {entry['name']!r})"
+        lines.append(f"  field {loc}{where}: {e['msg']}")
     lines.append("  Fix the file (see labeling/heads/intent.yaml for a complete example) and try again.")
     return "\n".join(lines)
 
@@ -296,7 +328,7 @@ def _parse_head_file(path: Path) -> HeadDef:
     try:
         head = HeadDef.model_validate(raw)
     except ValidationError as e:
-        raise HeadDefinitionError(_format_validation_error(path, e)) from e
+        raise HeadDefinitionError(_format_validation_error(path, e, raw)) from e
     if head.name != path.stem:
         raise HeadDefinitionError(f"{path}: field name: {head.name!r} must match the file name {path.stem!r}")
     head.source_file = str(path)
@@ -325,3 +357,56 @@ def get_head(name: str, extra_dir: Path | None = None) -> HeadDef:
     if name not in heads:
         raise UnknownHeadError(f"no classifier head named {name!r}; known heads: {sorted(heads)}")
     return heads[name]
+
+
+def text_blocks(text: str) -> list[str | list[str]]:
+    """Guideline text as blocks: a paragraph (``str``, its hard line breaks joined with spaces) or a list
+    (``list[str]``, one item per line starting with ``- `` or ``* ``, continuation lines joined). A blank line
+    ends a block. Head files wrap long lines (``|`` blocks, or plain text): shown as written, the breaks would
+    cut sentences in the Label Studio instructions and the teacher prompt."""
+    blocks: list[str | list[str]] = []
+    para: list[str] = []
+    items: list[str] = []
+
+    def close() -> None:
+        if para:
+            blocks.append(" ".join(para))
+            para.clear()
+        if items:
+            blocks.append(list(items))
+            items.clear()
+
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line:
+            close()
+        elif line[:2] in ("- ", "* "):
+            if para:
+                close()
+            items.append(line[2:].strip())
+        elif items:
+            items[-1] += " " + line
+        else:
+            para.append(line)
+    close()
+    return blocks
+
+
+def plain_text(text: str) -> str:
+    """Guideline text with its wrapped lines joined: paragraphs separated by a blank line, list items as ``- ``
+    lines (for prompts and hints)."""
+    out = []
+    for block in text_blocks(text):
+        out.append("\n".join(f"- {item}" for item in block) if isinstance(block, list) else block)
+    return "\n\n".join(out)
+
+
+def pick_examples(texts: Sequence[str], labels: Sequence[str], *, n: int = MIN_EXAMPLES) -> dict[str, list[str]]:
+    """The first ``n`` different texts of each label, in order: ``examples`` for a head built from an already
+    labelled data set (a benchmark's BANKING77 head, a test's toy head)."""
+    out: dict[str, list[str]] = {}
+    for text, label in zip(texts, labels, strict=True):
+        got = out.setdefault(label, [])
+        if len(got) < n and text.strip() and text.strip() not in got:
+            got.append(text.strip())
+    return out

@@ -441,10 +441,16 @@ _DEMO_HEAD_FIELDS = {"intent": "intent", "context": "context_label", "worthiness
 
 def load_demo(session: Session, *, path: Path | str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Load the starter data set (a demo, written for this project): pool messages with teacher-style
-    (``llm``) labels and a human-labelled holdout, for the four shipped heads. Loading twice adds nothing."""
+    (``llm``) labels and a human-labelled holdout, for the four shipped heads. Loading twice adds nothing.
+
+    Loading a newer demo set over an older one adds its new messages only (deduplicated on the normalized
+    text); a demo label that changed supersedes the old one (the history keeps it), and a demo label the new
+    set no longer has (a message that became ``rag_query`` or ``chitchat`` has no ``context``) is retracted.
+    Only the demo's own labels (annotators ``demo-teacher``, ``demo-annotator``) are touched: a label someone
+    gave a demo message in Label Studio stays."""
     path = Path(path) if path else DEMO_FILE
     columns, rows = read_table(path)
-    summary: dict[str, Any] = {"messages_created": 0, "labels_created": 0}
+    summary: dict[str, Any] = {"messages_created": 0, "labels_created": 0, "labels_superseded": 0, "labels_retracted": 0}
     try:
         for split, origin, annotator in ((Split.POOL, Origin.LLM, "demo-teacher"), (Split.HOLDOUT, Origin.HUMAN, "demo-annotator")):
             part = [r for r in rows if r.get("split", "pool") == split]
@@ -457,8 +463,12 @@ def load_demo(session: Session, *, path: Path | str | None = None, progress: Pro
                 res = ImportResult(path=str(path), rows=len(records), head=head_name, split=split)
                 write_records(session, records, head=head_def, source="demo", origin=origin,
                               annotator=annotator, split=split, result=res)
+                unlabelled = [crud.text_hash(rec.text) for rec in records if rec.label is None]
+                summary["labels_retracted"] += _retract_demo_labels(session, head=head_name, origin=origin,
+                                                                    annotator=annotator, hashes=unlabelled)
                 summary["messages_created"] += res.messages_created
                 summary["labels_created"] += res.labels_created
+                summary["labels_superseded"] += res.labels_superseded
                 if progress:
                     progress(summary["labels_created"], None)
         session.commit()
@@ -467,3 +477,14 @@ def load_demo(session: Session, *, path: Path | str | None = None, progress: Pro
         raise
     summary["messages_total"] = crud.count_messages(session)
     return summary
+
+
+def _retract_demo_labels(session: Session, *, head: str, origin: str, annotator: str, hashes: Sequence[str]) -> int:
+    """Retract the current demo labels of ``head`` on the messages the demo set leaves unlabelled for it."""
+    ids = list(crud.message_ids_by_hash(session, hashes=list(hashes)).values())
+    done = 0
+    for lab in crud.current_labels(session, head=head, origins=[origin], message_ids=ids):
+        if lab.annotator == annotator:
+            crud.retract_label(session, lab, reason=f"the demo set no longer labels this message for {head}")
+            done += 1
+    return done

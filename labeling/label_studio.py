@@ -26,7 +26,7 @@ from xml.sax.saxutils import quoteattr
 
 import httpx
 
-from labeling.heads import HeadDef, HeadKind
+from labeling.heads import HeadDef, HeadKind, LabelDef, text_blocks
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,12 @@ def project_title(head: str) -> str:
 
 def build_label_config(head: HeadDef) -> str:
     """The labelling configuration of ``head``: previous turns above the message, one choice per label
-    (descriptions as hints), multiple choice for a multi-label head, and a score for a binary head."""
+    (description, guidelines and two examples as hints), multiple choice for a multi-label head, and a score
+    for a binary head."""
     choice = "multiple" if head.kind is HeadKind.MULTI else "single-radio"
     title = head.title or head.name
     choices = "\n".join(
-        f"    <Choice value={quoteattr(lab.name)} hint={quoteattr(_hint(lab.description, lab.guidelines))}/>"
+        f"    <Choice value={quoteattr(lab.name)} hint={quoteattr(_hint(lab))}/>"
         for lab in head.labels
     )
     parts = [
@@ -106,8 +107,33 @@ def build_label_config(head: HeadDef) -> str:
     return "\n".join(parts)
 
 
-def _hint(description: str, guidelines: str) -> str:
-    return f"{description} {guidelines}".strip()
+#: examples per label shown in a choice's hint (the instructions show all of them)
+HINT_EXAMPLES = 2
+
+
+def _hint(lab: LabelDef) -> str:
+    """A choice's tooltip: one line of description, guidelines and a couple of example messages."""
+    parts = [lab.description.strip(), " ".join(_flat(b) for b in text_blocks(lab.guidelines))]
+    if lab.examples:
+        parts.append("E.g. " + " / ".join(f"“{e}”" for e in lab.examples[:HINT_EXAMPLES]))
+    return " ".join(p for p in parts if p)
+
+
+def _flat(block: str | list[str]) -> str:
+    return " ".join(block) if isinstance(block, list) else block
+
+
+def _html_blocks(text: str) -> list[str]:
+    """Guideline text as HTML paragraphs and lists (wrapped lines of the head file joined)."""
+    from html import escape
+
+    out = []
+    for block in text_blocks(text):
+        if isinstance(block, list):
+            out.append("<ul>" + "".join(f"<li>{escape(item)}</li>" for item in block) + "</ul>")
+        else:
+            out.append(f"<p>{escape(block)}</p>")
+    return out
 
 
 def config_label_names(label_config: str) -> list[str]:
@@ -123,16 +149,18 @@ def config_label_names(label_config: str) -> list[str]:
 
 
 def instructions(head: HeadDef) -> str:
-    """The head's guidelines as Label Studio instructions (HTML)."""
+    """The head's guidelines as Label Studio instructions (HTML): paragraphs and lists, then every label with
+    its description, guidelines and example messages."""
     from html import escape
 
-    lines = [f"<h3>{escape(head.title or head.name)}</h3>", f"<p>{escape(head.description)}</p>"]
-    if head.guidelines:
-        lines.append("<p>" + escape(head.guidelines).replace("\n", "<br/>") + "</p>")
+    lines = [f"<h3>{escape(head.title or head.name)}</h3>", *_html_blocks(head.description), *_html_blocks(head.guidelines)]
     lines.append("<ul>")
     for lab in head.labels:
-        extra = f" {escape(lab.guidelines)}" if lab.guidelines else ""
-        lines.append(f"<li><b>{escape(lab.name)}</b>: {escape(lab.description)}{extra}</li>")
+        text = " ".join(_flat(b) for b in text_blocks(f"{lab.description}\n{lab.guidelines}"))
+        item = f"<li><b>{escape(lab.name)}</b>: {escape(text)}"
+        if lab.examples:
+            item += "<br/><i>Examples:</i> " + " &middot; ".join(f"“{escape(e)}”" for e in lab.examples)
+        lines.append(item + "</li>")
     lines.append("</ul>")
     return "\n".join(lines)
 

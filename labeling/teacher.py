@@ -1,7 +1,8 @@
 """The LLM teacher: labels messages for a head with the head's own descriptions and guidelines.
 
-- The prompt gives the head's description and guidelines, every label with its description (and
-  guidelines/examples), the previous turns of the conversation, then the message. The answer is a strict
+- The prompt gives the head's description and guidelines, every label with its description and
+  guidelines, a few example messages per label (few-shot, from the head file's ``examples``), the previous
+  turns of the conversation, then the message. The answer is a strict
   JSON-schema structured output whose ``label`` enum is the head's labels (multi-label heads: a
   ``labels`` array of that enum) plus the model's stated ``confidence``.
 - Confidence: the probability of the chosen label's tokens from the answer's logprobs when the server
@@ -12,7 +13,7 @@
   wrong it is recorded as a failure, never coerced. A refusal is a failure at once.
 - Every call is cached and accounted in the ``LLMCall`` table under (model, prompt version, sha256 of
   the text and context sent): a rerun costs nothing. The prompt version changes whenever the head's
-  labels, descriptions or guidelines (or this module's template) change.
+  labels, descriptions, guidelines or examples (or this module's template) change.
 - Text sent: ``Message.text_redacted`` when present, else the text (redacted on the fly when
   ``PII_REDACTION`` is on).
 """
@@ -32,7 +33,7 @@ from sqlmodel import Session, col, func, select
 
 from db import crud
 from db.models import Label, LLMCall, Message, Origin, Split, utcnow
-from labeling.heads import HeadDef, get_head
+from labeling.heads import HeadDef, get_head, plain_text
 from labeling.llm import (
     ChatResult,
     LLMClient,
@@ -44,7 +45,9 @@ from labeling.llm import (
 
 Progress = Callable[[int, int | None], None]
 
-TEMPLATE_VERSION = "t1"
+TEMPLATE_VERSION = "t2"
+#: few-shot examples per label in the prompt (the head file may hold more)
+PROMPT_EXAMPLES_PER_LABEL = 5
 MAX_CONTEXT_TURNS = 6
 MAX_CONTEXT_CHARS = 600
 
@@ -81,7 +84,7 @@ def resolve_head(head: str | HeadDef) -> HeadDef:
 
 
 def prompt_version(head: HeadDef) -> str:
-    """``<head>-t1-<hash of the head's labels, descriptions and guidelines>``."""
+    """``<head>-t2-<hash of the head's labels, descriptions, guidelines and examples>``."""
     spec = json.dumps(
         {
             "kind": head.kind.value,
@@ -100,15 +103,16 @@ def system_prompt(head: HeadDef) -> str:
         f"Task ({head.name}): {head.description.strip()}",
     ]
     if head.guidelines.strip():
-        lines += ["Guidelines:", head.guidelines.strip()]
+        lines += ["Guidelines:", plain_text(head.guidelines)]
     lines.append("Labels:")
     for lab in head.labels:
         line = f"- {lab.name}: {lab.description.strip()}"
         if lab.guidelines.strip():
-            line += f" {lab.guidelines.strip()}"
-        if lab.examples:
-            line += " Examples: " + "; ".join(repr(e) for e in lab.examples[:3])
+            line += " " + plain_text(lab.guidelines).replace("\n\n", " ").replace("\n", " ")
         lines.append(line)
+    lines.append("Examples (message => label):")
+    for lab in head.labels:
+        lines += [f"{json.dumps(e, ensure_ascii=False)} => {lab.name}" for e in lab.examples[:PROMPT_EXAMPLES_PER_LABEL]]
     if head.is_multi:
         lines.append('Answer with JSON: "labels": every label that applies (at least one), "confidence": '
                      "your confidence from 0 to 1 that the set is right.")

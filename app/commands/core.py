@@ -32,7 +32,9 @@ def init(
     console.print(f"database ready: {info['database']} (schema {', '.join(info['revisions'])})")
     if demo:
         d = info["demo"]
-        console.print(f"demo data: {d['messages_created']} new messages, {d['labels_created']} new labels "
+        changed = f", {d['labels_superseded']} superseding older demo labels" if d.get("labels_superseded") else ""
+        changed += f", {d['labels_retracted']} older demo labels retracted" if d.get("labels_retracted") else ""
+        console.print(f"demo data: {d['messages_created']} new messages, {d['labels_created']} new labels{changed} "
                       f"({d['messages_total']} messages in all)")
 
 

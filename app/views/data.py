@@ -88,7 +88,7 @@ def _import_section() -> None:
 
 def _show_import(result: dict[str, Any]) -> None:
     keys = ["rows", "messages_created", "messages_existing", "labels_created", "labels_unchanged",
-            "labels_superseded", "moved_to_holdout", "messages_total"]
+            "labels_superseded", "labels_retracted", "moved_to_holdout", "messages_total"]
     shown = {k.replace("_", " "): result[k] for k in keys if k in result}
     if shown:
         st.dataframe(pd.DataFrame([shown]), hide_index=True)

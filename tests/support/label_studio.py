@@ -7,6 +7,7 @@ seconds. Nothing here is autouse: only tests that ask for `label_studio` / `stud
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -22,6 +23,7 @@ import pytest
 
 from db.settings import reset_settings
 from tests.conftest import REPO
+from tests.support.heads import toy_examples
 from tests.support.postgres import free_port
 
 TEMPLATE = REPO / ".pytest_cache" / "distilloop-label-studio-template"
@@ -135,10 +137,13 @@ class StudioEnv:
 
 def write_head(heads_dir: Path, name: str, *, extra_label: str | None = None, annotations_per_task: int = 2,
                show_predictions: bool = True) -> None:
-    extra = f"  - name: {extra_label}\n    description: The message is about {extra_label}.\n" if extra_label else ""
+    extra = (
+        f"  - name: {extra_label}\n    description: The message is about {extra_label}.\n    examples: {json.dumps(toy_examples(extra_label))}\n"
+        if extra_label else ""
+    )
     (heads_dir / f"{name}.yaml").write_text(
         textwrap.dedent(
-            f"""\
+            """\
             name: {name}
             kind: single
             title: Toy colours
@@ -148,13 +153,16 @@ def write_head(heads_dir: Path, name: str, *, extra_label: str | None = None, an
             labels:
               - name: red
                 description: The message is about red.
+                examples: {examples_red}
               - name: blue
                 description: The message is about blue.
+                examples: {examples_blue}
                 guidelines: Navy and sky count as blue.
               - name: green
                 description: The message is about green.
+                examples: {examples_green}
             """
-        )
+        ).format(name=name, **{f"examples_{c}": json.dumps(toy_examples(c)) for c in ("red", "blue", "green")})
         + extra
         + f"active_learning:\n  annotations_per_task: {annotations_per_task}\n  show_predictions: {str(show_predictions).lower()}\n"
     )

@@ -17,6 +17,7 @@ from active_learning.simulation import SimulationConfig, load_dataset, parse_arm
 from db import crud
 from db.models import QueueItem
 from db.settings import reset_settings
+from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 
 pytestmark = pytest.mark.integration
@@ -44,8 +45,11 @@ def test_cold_start_then_round_on_banking77(sqlite_engine, tmp_path: Path, monke
     rows = [(t, data.classes[y]) for t, y in zip(data.pool_texts, data.pool_y, strict=True) if data.classes[y] in keep][:240]
     heads = tmp_path / "heads"
     heads.mkdir()
+    # the head's examples: messages of the test split (the pool is what the round labels)
+    examples = pick_examples(*zip(*[(t, data.classes[y]) for t, y in zip(data.test_texts, data.test_y, strict=True)
+                                    if data.classes[y] in keep], strict=True))
     doc = {"name": "bank", "kind": "single", "description": "banking intents", "min_holdout": 5,
-           "labels": [{"name": c, "description": c.replace("_", " ")} for c in idx]}
+           "labels": [{"name": c, "description": c.replace("_", " "), "examples": examples[c]} for c in idx]}
     (heads / "bank.yaml").write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("HEADS_DIR", str(heads))
     reset_settings()

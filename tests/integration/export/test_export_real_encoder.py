@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from db import crud
 from export.service import export_head, final_dir
+from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 from training.inference import ClassifierModel
 
@@ -40,9 +41,10 @@ def test_probe_export_and_runtime(sqlite_engine: Engine, tmp_path: Path, monkeyp
 
     heads = tmp_path / "heads"
     heads.mkdir()
+    examples = pick_examples(*zip(*_rows("train.csv", 5), strict=True))
     (heads / "bank4.yaml").write_text(
         "name: bank4\nkind: single\ndescription: four BANKING77 intents\nlabels:\n"
-        + "".join(f"  - {{name: {lab}, description: {lab}}}\n" for lab in LABELS)
+        + "".join(f"  - {{name: {lab}, description: {lab}, examples: {json.dumps(examples[lab])}}}\n" for lab in LABELS)
         + "thresholds: {accuracy: 0.8}\nmin_holdout: 30\n"
     )
     monkeypatch.setenv("HEADS_DIR", str(heads))

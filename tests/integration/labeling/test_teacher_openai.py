@@ -136,7 +136,9 @@ def test_changed_guidelines_change_the_prompt_version_and_miss_the_cache(sqlite_
         prelabel(session, head="intent")
         heads_dir = tmp_path / "heads"
         heads_dir.mkdir()
-        text = (SHIPPED_DIR / "intent.yaml").read_text().replace("Greetings, thanks and jokes", "Greetings and jokes")
+        shipped = (SHIPPED_DIR / "intent.yaml").read_text()
+        text = shipped.replace("Greetings, thanks, jokes", "Greetings, jokes")
+        assert text != shipped
         (heads_dir / "intent.yaml").write_text(text)
         monkeypatch.setenv("HEADS_DIR", str(heads_dir))
         reset_settings()

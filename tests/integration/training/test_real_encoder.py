@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from db import crud
 from db.settings import reset_settings
+from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 from training.encoder import embed, resolve_encoder
 from training.service import load_model_version_student, train_head
@@ -47,9 +48,10 @@ def test_embeddings_match_sentence_transformers():
 def test_probe_on_200_banking77_texts(sqlite_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     heads = tmp_path / "heads"
     heads.mkdir()
+    examples = pick_examples(*zip(*_rows("train", 45)[::-1], strict=True))  # the last 5 of each: not trained on
     (heads / "bank5.yaml").write_text(yaml.safe_dump({
         "name": "bank5", "kind": "single", "description": "5 BANKING77 intents",
-        "labels": [{"name": c, "description": c.replace("_", " ")} for c in CATEGORIES],
+        "labels": [{"name": c, "description": c.replace("_", " "), "examples": examples[c]} for c in CATEGORIES],
         "min_holdout": 40, "thresholds": {"accuracy": 0.85},
     }))
     monkeypatch.setenv("HEADS_DIR", str(heads))

@@ -11,11 +11,12 @@ import yaml
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from active_learning.service import run_round, zero_shot_probs
+from active_learning.service import label_centroids, label_texts, run_round, zero_shot_probs
 from active_learning.strategies import PoolExhaustedError
 from db import crud
 from db.models import Label, ModelVersion, QueueItem, Round
 from db.settings import reset_settings
+from tests.support.heads import toy_examples
 from tests.unit.training.conftest import make_tiny_encoder, toy_texts
 
 pytestmark = pytest.mark.unit
@@ -37,7 +38,7 @@ def heads(tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch) -
             "name": name,
             "kind": kind,
             "description": f"toy {kind} head",
-            "labels": [{"name": lab, "description": f"messages about {lab}"} for lab in labels],
+            "labels": [{"name": lab, "description": f"messages about {lab}", "examples": toy_examples(lab)} for lab in labels],
             "min_holdout": 5,
             "student": {"encoder": str(tiny_encoder), "max_length": 32},
             "active_learning": {"mix": {"disagreement": 0.4, "margin": 0.4, "diversity": 0.2}, "batch_size": 10},
@@ -232,3 +233,20 @@ def test_semi_supervised_round_pseudo_labels_the_unlabelled_pool_and_ranks_by_th
         pos = {m: i for i, m in enumerate(pool_ids)}
         for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)):
             assert q.student_confidence == pytest.approx(float(sel[pos[q.message_id]].max()), abs=1e-5)
+
+
+def test_label_centroids_weigh_the_description_and_each_example_the_same() -> None:
+    # label 0: a description and two examples; label 1: a description alone; lengths differ on purpose
+    emb = np.array([[2.0, 0, 0], [0, 3.0, 0], [0, 0, 0.5], [0, 5.0, 0]])
+    cent = label_centroids(emb, [3, 1])
+    assert np.allclose(cent, [[1 / 3, 1 / 3, 1 / 3], [0, 1, 0]])
+    # the examples move a label: a message like label 0's examples is closer to it than to label 1
+    p = zero_shot_probs(np.array([[0.1, 0.2, 1.0]]), cent)
+    assert p.argmax() == 0
+
+
+def test_label_texts_are_the_description_then_the_examples(heads: Path) -> None:
+    from labeling.heads import get_head
+
+    texts = label_texts(get_head("toy"))
+    assert texts[0] == ["food: messages about food", *toy_examples("food")]

@@ -10,15 +10,29 @@ from labeling.heads import HeadDefinitionError, HeadKind, UnknownHeadError, get_
 
 pytestmark = pytest.mark.unit
 
-VALID = """
+EXAMPLES = "examples: [where is my card, card still not here, when does my card arrive, no card yet, card delivery time]"
+VALID = f"""
 name: banking
 kind: single
 description: BANKING77 intents
 labels:
-  - {name: card_arrival, description: card not arrived}
-  - {name: lost_or_stolen_card, description: lost card}
-thresholds: {accuracy: 0.9}
+  - {{name: card_arrival, description: card not arrived, {EXAMPLES}}}
+  - {{name: lost_or_stolen_card, description: lost card, {EXAMPLES.replace('card', 'lost card')}}}
+thresholds: {{accuracy: 0.9}}
 """
+LOST = "name: lost_or_stolen_card, description: lost card, " + EXAMPLES.replace("card", "lost card")
+
+#: the workflow team's definitions (their training README, "Generated categories"), in their words
+SEED_CATEGORIES = {
+    "rag_query": "factual question",
+    "professional": "skills, experience and work history",
+    "psychological": "values, motivations and personality",
+    "learning": "learning preferences and education",
+    "social": "network, mentors and community",
+    "emotional": "feelings, confidence and wellbeing",
+    "aspirational": "career goals and ambitions",
+    "chitchat": "greetings, chitchat and unclear messages",
+}
 
 
 def test_shipped_heads():
@@ -32,7 +46,24 @@ def test_shipped_heads():
     assert heads["emotion"].kind is HeadKind.MULTI
     assert set(heads["emotion"].label_names) == {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
     for h in heads.values():
-        assert h.thresholds and all(lab.description for lab in h.labels)
+        assert h.thresholds
+        for lab in h.labels:  # every label of every shipped head: a description, guidelines, >= 5 examples
+            assert lab.description.strip() and lab.guidelines.strip() and len(set(lab.examples)) >= 5, (h.name, lab.name)
+    # the intent gate is the seed's range for a fine-tuned student (85-90%)
+    assert heads["intent"].thresholds["accuracy"] >= 0.85 and heads["intent"].thresholds["macro_f1"] >= 0.83
+
+
+def test_intent_and_context_follow_the_seed_definitions():
+    heads = load_heads()
+    for name in ("intent", "context"):
+        for lab in heads[name].labels:
+            assert SEED_CATEGORIES[lab.name] in lab.description.lower(), (name, lab.name, lab.description)
+    # the borderline rules the README implies are spelled out
+    rules = heads["intent"].guidelines
+    for rule in ("rag_query, even when", "confidence and wellbeing are always emotional",
+                 "Values, motivations and personality are psychological", "too vague or garbled to classify are chitchat"):
+        assert rule.lower() in " ".join(rules.split()).lower(), rule
+    assert "confidence" not in heads["intent"].label("psychological").description.lower()
 
 
 def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -52,11 +83,17 @@ def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("content", "field", "problem"),
     [
         (VALID.replace("kind: single", "kind: ranking"), "kind", "Input should be"),
-        (VALID.replace("  - {name: lost_or_stolen_card, description: lost card}\n", ""), "labels", "at least 2"),
+        (VALID.replace("  - {" + LOST + "}\n", ""), "labels", "at least 2"),
         (VALID.replace("lost_or_stolen_card, description: lost card", "card_arrival, description: dup"), "labels", "duplicate"),
         (VALID.replace("accuracy: 0.9", "accuracy: 1.5"), "thresholds", "between 0 and 1"),
         (VALID.replace("accuracy: 0.9", "bleu: 0.5"), "(top level)", "unknown metric"),
-        (VALID.replace("description: card not arrived", "descripton: typo"), "labels.0.descripton", "Extra inputs"),
+        (VALID.replace("description: card not arrived", "descripton: typo"), "labels.0.descripton (label 'card_arrival')", "Extra inputs"),
+        (VALID.replace("description: card not arrived, ", ""), "labels.0.description (label 'card_arrival')",
+         "expected a short description of what the label means, found none"),
+        (VALID.replace(", " + EXAMPLES.replace("card", "lost card"), ""), "labels.1.examples (label 'lost_or_stolen_card')",
+         "expected at least 5 different example messages of this label, found 0; add realistic messages"),
+        (VALID.replace("no card yet, card delivery time]", "no card yet, no card yet, '  ']"), "labels.0.examples (label 'card_arrival')",
+         "found 4"),
         (VALID + "active_learning: {mix: {margin: 0.5, random: 0.2}}\n", "active_learning.mix", "sum to 1"),
     ],
 )

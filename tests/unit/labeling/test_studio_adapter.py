@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from html import escape
 from xml.etree import ElementTree
 
 import httpx
 import pytest
 
-from labeling.heads import get_head
+from labeling.heads import get_head, load_head_file
 from labeling.label_studio import (
     AnnotationError,
     LabelStudioAuthError,
@@ -36,6 +37,7 @@ def test_label_config_of_every_shipped_head(name: str) -> None:
     assert choices.get("choice") == ("multiple" if head.is_multi else "single-radio")
     for c, lab in zip(choices.iter("Choice"), head.labels, strict=True):
         assert c.get("hint").startswith(lab.description)
+        assert f"\u201c{lab.examples[0]}\u201d" in c.get("hint") and "\n" not in c.get("hint")
     assert config_label_names(config) == head.label_names
     numbers = [n for n in root.iter("Number") if n.get("name") == "score"]
     assert len(numbers) == (1 if head.kind == "binary" else 0)
@@ -49,6 +51,34 @@ def test_instructions_carry_guidelines_and_escape_html() -> None:
     text = instructions(head)
     assert "knowledge base" in text and "<li><b>rag_query</b>" in text
     assert "<script" not in instructions(head.model_copy(update={"description": "<script>x</script>"}))
+    for lab in head.labels:  # every example message is in the instructions
+        assert all(escape(e) in text for e in lab.examples)
+
+
+def test_instructions_render_wrapped_guidelines_as_paragraphs_and_lists(tmp_path) -> None:
+    """A head file wraps its guidelines at ~100 columns (a literal ``|`` block keeps those breaks): the
+    instructions join them into paragraphs and list items, never a <br/> in the middle of a sentence."""
+    (tmp_path / "toy.yaml").write_text(
+        "name: toy\nkind: single\ndescription: >-\n  A toy head whose description\n  is folded.\n"
+        "guidelines: |\n  First paragraph, wrapped\n  over two lines.\n\n  Second paragraph.\n"
+        "  - rule one, also\n    wrapped\n  - rule two\n"
+        "labels:\n"
+        + "".join(
+            f"  - name: {n}\n    description: about {n}\n    guidelines: |\n      {n} guideline\n      continued\n"
+            f"    examples: [{', '.join(f'{n} message {i}' for i in range(5))}]\n"
+            for n in ("a", "b")
+        )
+    )
+    head = load_head_file(tmp_path / "toy.yaml")
+    html = instructions(head)
+    assert "<p>A toy head whose description is folded.</p>" in html
+    assert "<p>First paragraph, wrapped over two lines.</p>" in html and "<p>Second paragraph.</p>" in html
+    assert "<ul><li>rule one, also wrapped</li><li>rule two</li></ul>" in html
+    assert "<li><b>a</b>: about a a guideline continued<br/><i>Examples:</i> \u201ca message 0\u201d" in html
+    assert "<br/>" not in html.replace("<br/><i>Examples:</i>", "")
+    root = ElementTree.fromstring(build_label_config(head))
+    hint = next(c.get("hint") for c in root.iter("Choice") if c.get("value") == "b")
+    assert hint == "about b b guideline continued E.g. \u201cb message 0\u201d / \u201cb message 1\u201d"
 
 
 def test_task_data_shows_turns_and_nothing_else() -> None:

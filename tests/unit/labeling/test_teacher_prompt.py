@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -40,7 +41,12 @@ def test_prompt_has_descriptions_guidelines_and_context():
     sp = system_prompt(head)
     for lab in head.labels:
         assert f"- {lab.name}: {lab.description}" in sp
-    assert "Greetings, thanks and jokes" in sp
+        # few-shot: every label's examples, one per line, each with its label
+        for example in lab.examples[:5]:
+            assert f"{json.dumps(example, ensure_ascii=False)} => {lab.name}\n" in sp
+    # the guidelines' wrapped lines are joined: a sentence is never cut by a line break
+    assert "questions about the bot itself and messages too vague or garbled to classify are chitchat." in sp
+    assert "- Feelings, confidence and wellbeing are always emotional, even when they are about work" in sp
     up = user_prompt("yes that one", ["first turn", "", "second turn"])
     assert up.endswith("Message: yes that one") and "- first turn\n- second turn" in up
 
@@ -49,7 +55,10 @@ def test_prompt_version_follows_the_head_definition():
     head = get_head("intent")
     v1 = prompt_version(head)
     changed = head.model_copy(update={"guidelines": head.guidelines + " Be strict."})
-    assert v1.startswith("intent-t1-") and prompt_version(changed) != v1 and prompt_version(head) == v1
+    assert v1.startswith("intent-t2-") and prompt_version(changed) != v1 and prompt_version(head) == v1
+    other = head.model_copy(deep=True)
+    other.labels[0].examples[0] = "how do I ask for a reference letter?"
+    assert prompt_version(other) != v1  # the few-shot examples are part of the prompt
     assert cache_key("a", None) == cache_key("a", []) != cache_key("a", ["b"])
 
 

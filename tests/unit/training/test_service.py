@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from db import crud
 from db.models import Message, ModelVersion, QueueItem
 from db.settings import reset_settings
+from tests.support.heads import toy_examples
 from tests.unit.training.conftest import toy_texts
 from training.service import (
     evaluate_head,
@@ -31,7 +32,7 @@ def _write_head(folder: Path, name: str, kind: str, labels: list[str], encoder: 
         "name": name,
         "kind": kind,
         "description": f"toy {kind} head",
-        "labels": [{"name": lab, "description": f"about {lab}"} for lab in labels],
+        "labels": [{"name": lab, "description": f"about {lab}", "examples": toy_examples(lab)} for lab in labels],
         "min_holdout": 20,
         "student": {
             "encoder": encoder,
