@@ -104,7 +104,9 @@ def test_train_setfit_through_the_service_single_binary_multi(sqlite_engine, hea
         art = Path(mv.artifact_path)
         assert mv.kind == "setfit" and art.parent == tmp_path / "models" / "students" / head
         assert (art / "encoder" / "model.safetensors").is_file()
-        assert mv.params["steps"] == 8 and mv.params["label_examples"] == {"used": True, "n": 0, "left_out": 0}
+        n_labels = {"toy": 3, "toyflag": 2, "toymulti": 4}[head]  # the toy heads' examples: 5 per label, all used
+        assert mv.params["steps"] == 8 and mv.params["label_examples"] == {"used": True, "n": 5 * n_labels, "left_out": 0}
+        assert mv.params["n_train"] == mv.train_counts["total"] + 5 * n_labels
         assert not any((tmp_path / "models" / ".tmp" / "students").iterdir())
         student = load_model_version_student(mv)
         assert isinstance(student, SetfitStudent)
@@ -118,9 +120,9 @@ def test_label_examples_are_extra_rows_but_never_holdout_messages(sqlite_engine,
     from db.models import Message
     from labeling.heads import get_head
 
-    examples = {"food": ["pizza and cheese soup", "rice with salad please", "bread coffee apple"],
-                "money": ["card payment refund", "bank transfer fee"],
-                "travel": ["flight hotel visa", "train ticket airport", "pizza and cheese soup"]}
+    examples = {"food": ["pizza and cheese soup", "rice with salad please", "bread coffee apple", "soup and bread", "cheese pizza"],
+                "money": ["card payment refund", "bank transfer fee", "cash balance", "a fee on my card"],
+                "travel": ["flight hotel visa", "train ticket airport", "pizza and cheese soup", "beach hotel", "luggage at the airport"]}
     with Session(sqlite_engine) as session:
         ids = _seed(session)
         examples["money"].append(session.get(Message, ids["holdout"][0]).text.upper())  # a holdout message, recased
@@ -132,11 +134,11 @@ def test_label_examples_are_extra_rows_but_never_holdout_messages(sqlite_engine,
 
         texts, values, left_out = label_example_rows(session, get_head("toy"))
         # the example given to two labels and the holdout message are left out
-        assert left_out == 2 and len(texts) == 6 and "pizza and cheese soup" not in texts
+        assert left_out == 2 and len(texts) == 12 and "pizza and cheese soup" not in texts
         assert dict(zip(texts, values, strict=True))["bank transfer fee"] == "money"
         mv = train_head(session, head="toy", kind="setfit")
-        assert mv.params["label_examples"] == {"used": True, "n": 6, "left_out": 2}
-        assert mv.params["n_train"] == mv.train_counts["total"] + 6
+        assert mv.params["label_examples"] == {"used": True, "n": 12, "left_out": 2}
+        assert mv.params["n_train"] == mv.train_counts["total"] + 12
 
         _with_setfit(heads, "toy", label_examples=False)
         mv = train_head(session, head="toy", kind="setfit")
