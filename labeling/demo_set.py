@@ -1,7 +1,8 @@
 """The starter set's tooling: build ``data/demo/messages.jsonl`` from the writers' files, and its checks.
 
 ``python -m labeling.demo_set SOURCE.jsonl... [--out data/demo/messages.jsonl]`` merges the files in the
-order given (the relabelled rows of the previous demo set first: they keep their split), checks every row
+order given (the relabelled rows of the previous demo set first: they keep their split), applies the label
+fixes of a review (``--fixes FILE``: JSONL rows, a ``text`` and the fields it changes), checks every row
 (fields, the consistency of the four heads' labels), drops exact duplicates (the importer's normalized
 text: NFKC, case-folded, whitespace collapsed; the first occurrence wins), reports near duplicates (cosine
 similarity above 0.95 between the real encoder's embeddings) and prints the counts that
@@ -95,6 +96,22 @@ def merge(sources: Sequence[tuple[str, list[dict[str, Any]]]]) -> tuple[list[dic
     return kept, dropped
 
 
+def apply_fixes(sources: Sequence[tuple[str, list[dict[str, Any]]]], fixes: Sequence[dict[str, Any]]) -> int:
+    """Change the rows a review corrected (matched on the normalized text; every fix must match a row)."""
+    by_text = {normalize_text(f["text"]): f for f in fixes}
+    done = set()
+    for _, rows in sources:
+        for row in rows:
+            fix = by_text.get(normalize_text(row["text"]))
+            if fix is not None:
+                row.update({k: v for k, v in fix.items() if k != "text"})
+                done.add(normalize_text(row["text"]))
+    missing = [f["text"] for k, f in by_text.items() if k not in done]
+    if missing:
+        raise ValueError(f"fixes for texts that no source has: {missing}")
+    return len(done)
+
+
 def counts_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The counts table of data/demo/README.md."""
     lines = ["| intent | pool | holdout | worthy (all) | with previous turns |", "|---|---:|---:|---:|---:|"]
@@ -120,9 +137,13 @@ def counts_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def build(sources: Sequence[Path], out: Path, *, embed_fn: Callable[[list[str]], np.ndarray] | None = None) -> dict[str, Any]:
-    """Merge ``sources`` into ``out``; returns the report (dropped rows, near-duplicate pairs, counts)."""
-    rows, dropped = merge([(p.name, read_rows(p)) for p in sources])
+def build(
+    sources: Sequence[Path], out: Path, *, fixes: Path | None = None, embed_fn: Callable[[list[str]], np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Merge ``sources`` into ``out``; returns the report (fixes, dropped rows, near-duplicate pairs, counts)."""
+    parts = [(p.name, read_rows(p)) for p in sources]
+    fixed = apply_fixes(parts, read_rows(fixes)) if fixes else 0
+    rows, dropped = merge(parts)
     if embed_fn is None:
         from training.encoder import embed
 
@@ -131,6 +152,7 @@ def build(sources: Sequence[Path], out: Path, *, embed_fn: Callable[[list[str]],
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return {
         "rows": len(rows),
+        "fixed": fixed,
         "dropped": dropped,
         "near_duplicate_rows": len({j for _, j, _ in pairs}),
         "near_duplicates": [(rows[i]["text"], rows[j]["text"], round(c, 3), rows[i]["split"], rows[j]["split"]) for i, j, c in pairs],
@@ -142,9 +164,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m labeling.demo_set", description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="+", type=Path, help="JSONL files by the labelling guide, merged in this order")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "demo" / "messages.jsonl")
+    ap.add_argument("--fixes", type=Path, help="JSONL: the text of a row and the label fields a review changed")
     args = ap.parse_args(argv)
-    report = build(args.sources, args.out)
-    print(f"{report['rows']} rows written to {args.out}")
+    report = build(args.sources, args.out, fixes=args.fixes)
+    print(f"{report['rows']} rows written to {args.out}; {report['fixed']} rows relabelled by the review")
     print(f"{len(report['dropped'])} exact duplicates dropped")
     for line in report["dropped"]:
         print("  " + line)

@@ -18,10 +18,10 @@ from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 INTENT_RULES = {
     "chitchat": ["hello", "thanks", "good morning", "lol"],
     "professional": ["boss", "salary", "promotion", "colleague"],
-    "psychological": ["anxious", "burnout", "self-doubt"],
+    "psychological": ["introvert", "perfectionist", "i value"],
     "learning": ["course", "studying", "certification"],
     "social": ["friend", "sister", "mentor"],
-    "emotional": ["so happy", "frustrated", "sad today"],
+    "emotional": ["anxious", "burnout", "self-doubt", "so happy", "frustrated", "sad today"],
     "aspirational": ["dream", "someday", "goal"],
 }
 

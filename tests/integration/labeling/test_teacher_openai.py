@@ -24,11 +24,11 @@ TEXTS = {
     "hello there, good morning!": "chitchat",
     "my boss refused my promotion again": "professional",
     "how do I write a cover letter?": "rag_query",
-    "I feel anxious before every meeting": "psychological",
+    "I'm an introvert and a perfectionist": "psychological",
     "I started a course on statistics": "learning",
     "my sister moved to Berlin": "social",
     "I dream of opening a bakery someday": "aspirational",
-    "I'm so happy today": "emotional",
+    "I feel anxious before every meeting": "emotional",
 }
 
 
@@ -70,7 +70,8 @@ def test_prelabel_labels_pool_with_logprob_confidence(session, intent_server):
     assert req.enum_values == [lab for lab in ("rag_query", "professional", "psychological", "learning", "social",
                                                 "emotional", "aspirational", "chitchat")]
     assert req.body["logprobs"] is True
-    assert "Greetings, thanks and jokes" in req.system_text  # the head's guidelines are in the prompt
+    assert "Greetings, thanks, jokes" in req.system_text  # the head's guidelines are in the prompt
+    assert '"are you a real person or a bot?" => chitchat' in req.system_text  # and its few-shot examples
 
 
 def test_prelabel_sends_previous_turns_and_redacted_text(sqlite_engine, intent_server, monkeypatch):

@@ -85,14 +85,14 @@ def test_calibrate_head_writes_cascade_json_and_model_version(sqlite_engine, tmp
         "how do I reset my password": ("rag_query", 0.97),
         "I got promoted today": ("professional", 0.93),
         "hello there": ("chitchat", 0.91),
-        "I feel anxious about interviews": ("learning", 0.88),  # wrong: gold psychological
+        "I feel anxious about interviews": ("learning", 0.88),  # wrong: gold emotional
         "teach me SQL": ("learning", 0.70),
     }
     gold = [
         ("how do I reset my password", "rag_query"),
         ("I got promoted today", "professional"),
         ("hello there", "chitchat"),
-        ("I feel anxious about interviews", "psychological"),
+        ("I feel anxious about interviews", "emotional"),
         ("teach me SQL", "learning"),
     ]
     with Session(sqlite_engine) as session:
