@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle crash-test
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle crash-test bench-coaching
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -73,6 +73,10 @@ bench-bundle: $(STAMP)
 KILLS ?= 20
 crash-test: install
 	$(BIN)/python benchmarks/crash_test.py --kills $(KILLS)
+
+# every student kind on the starter set (data/demo): ARGS="--heads intent --kinds probe,setfit" runs a part
+bench-coaching: $(STAMP)
+	$(BIN)/python benchmarks/bench_coaching.py $(ARGS)
 
 studio-start: install
 	$(BIN)/distilloop studio start

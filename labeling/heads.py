@@ -124,6 +124,24 @@ class FinetuneConfig(BaseModel):
     distill_temperature: float = Field(2.0, gt=0, le=20, description="softening of the teacher's probabilities")
 
 
+class SetfitConfig(BaseModel):
+    """SetFit student (training.setfit_student): contrastive fine-tuning of the encoder on sentence pairs,
+    then a logistic-regression head on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_iterations: int = Field(20, ge=1, le=100, description="sentence pairs per labelled message and side (setfit's num_iterations)")
+    max_steps: int = Field(60, ge=1, le=100_000, description="at most this many batches of pairs: bounds the training time (60: 627 CPU-s on the 2,338-message starter pool)")
+    batch_size: int = Field(32, ge=2, le=1024)
+    epochs: int = Field(1, ge=1, le=20)
+    body_learning_rate: float = Field(2e-5, gt=0, le=1e-2)
+    warmup_ratio: float = Field(0.1, ge=0, le=0.5)
+    max_length: int = Field(64, ge=8, le=512)
+    seed: int = 42
+    label_examples: bool = Field(True, description="the labels' examples become extra labelled rows (pairs and head)")
+    label_examples_weight: float = Field(1.0, gt=0, le=10, description="sample weight of an example row in the head")
+
+
 class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -136,6 +154,7 @@ class StudentConfig(BaseModel):
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    setfit: SetfitConfig = Field(default_factory=SetfitConfig)
 
     @field_validator("origin_weights")
     @classmethod

@@ -235,6 +235,58 @@ def previous_probe_head(session: Session, *, head: str, labels: list[str], encod
     return None
 
 
+TMP_DIR = Path(".tmp") / "students"  # under MODELS_DIR: where a student folder is written before it is moved
+
+
+def _tmp_root(root: Path) -> Path:
+    return root / TMP_DIR
+
+
+def sweep_stale_runs(root: Path) -> list[str]:
+    """Remove the temp folders of training runs whose process is gone (killed, crashed), and a killed
+    fine-tune's checkpoints: each run marks its temp folder with its writer (training/orphans.py). Returns
+    the run ids removed. A live run's folder, or one without a marker, is never touched."""
+    from training.orphans import sweep
+
+    base = _tmp_root(root)
+    if not base.is_dir():
+        return []
+    removed = [folder.name for folder in sweep(sorted(base.iterdir()), referenced=set())]
+    for run_id in removed:
+        for checkpoints in (root / "checkpoints").glob(f"*/{run_id}"):
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    return removed
+
+
+def label_example_rows(session: Session, head_def: Any, *, exclude_texts: set[str] | None = None) -> tuple[list[str], list[Any], int]:
+    """The head file's label examples as labelled rows (text, value): ``(texts, values, left_out)``.
+
+    An example that is also a holdout message is left out (training on it would leak the holdout), and so
+    is one that is already a training text (``exclude_texts``) or the example of two labels."""
+    from db.crud import normalize_text
+
+    by_text: dict[str, list[str]] = {}
+    original: dict[str, str] = {}
+    for lab in head_def.labels:
+        for ex in lab.examples:
+            key = normalize_text(ex)
+            if key:
+                by_text.setdefault(key, []).append(lab.name)
+                original.setdefault(key, ex)
+    if not by_text:
+        return [], [], 0
+    holdout = {normalize_text(t) for t in session.exec(select(Message.text).where(Message.split == Split.HOLDOUT))}
+    taken = {normalize_text(t) for t in exclude_texts or ()}
+    texts, values, left_out = [], [], 0
+    for key, names in by_text.items():
+        if key in holdout or key in taken or (len(set(names)) > 1 and not head_def.is_multi):
+            left_out += 1
+            continue
+        texts.append(original[key])
+        values.append(sorted(set(names), key=head_def.label_names.index) if head_def.is_multi else names[0])
+    return texts, values, left_out
+
+
 def train_head(
     session: Session,
     *,
@@ -245,9 +297,14 @@ def train_head(
     distill_from: int | None = None,
     data: LabelledSet | None = None,
 ) -> ModelVersion:
-    """Train a student of ``head`` (kind "probe" or "finetune"), evaluate it on the holdout and record a
-    ModelVersion (flushed, not committed). The student folder is written to a temp folder and moved into
-    ``MODELS_DIR/students/<head>/`` only when complete.
+    """Train a student of ``head`` (kind "probe", "setfit" or "finetune"), evaluate it on the holdout and
+    record a ModelVersion (flushed, not committed). The student folder is written to a temp folder
+    (``MODELS_DIR/.tmp/students/``) and moved into ``MODELS_DIR/students/<head>/`` only when complete: an
+    interrupted run (Ctrl-C, an exception) removes it, and a killed one leaves it outside ``students/``, where
+    the next run sweeps it away (:func:`sweep_stale_runs`).
+
+    SetFit: the head file's ``student.setfit`` settings; with ``label_examples`` on, the labels' examples are
+    extra training rows (:func:`label_example_rows`, recorded as ``params.label_examples``).
 
     Fine-tune only: ``layers`` keeps the encoder's first N layers (overrides the head file's
     ``student.finetune.layers``); ``distill_from`` (a model version id of the same head, typically a
@@ -258,7 +315,7 @@ def train_head(
     (recorded as ``params.warm_start_from``). ``data``: the head's :func:`training_set`, when the caller has
     just read it in the same transaction (a round does)."""
     if kind not in METHODS:
-        raise ValueError(f"kind: expected one of {list(METHODS)}, found {kind!r}")
+        raise ValueError(f"--kind: unknown student kind {kind!r}; expected one of: {', '.join(METHODS)}")
     if kind != "finetune" and (layers is not None or distill_from is not None):
         raise ValueError(
             "--layers and --distill-from apply to fine-tuned students only (a probe keeps the whole frozen encoder); "
@@ -284,16 +341,17 @@ def train_head(
                 f"model version {distill_from} was trained with labels {teacher.labels}, but head {head!r} now has "
                 f"{labels}; distil from a model version trained on the current head file"
             )
-    max_length = cfg.finetune.max_length if kind == "finetune" else cfg.max_length
+    max_length = {"finetune": cfg.finetune.max_length, "setfit": cfg.setfit.max_length}.get(kind, cfg.max_length)
     student = new_student(kind, labels=labels, kind=hd.kind.value, encoder=cfg.encoder, max_length=max_length, multi_label_threshold=hd.multi_label_threshold)
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"{kind}-{stamp}-{uuid.uuid4().hex[:6]}"
     root = _models_dir()
     final = root / "students" / head / run_id
-    tmp = root / "students" / ".tmp" / run_id
+    tmp = _tmp_root(root) / run_id
+    sweep_stale_runs(root)
     _sweep_orphans(session, root, head)
-    mark_writer(tmp)  # a kill -9 leaves this folder behind: the next train of the head removes it
+    mark_writer(tmp)  # a kill -9 leaves this folder behind: the next train removes it (training/orphans.py)
     moved = False
     try:
         if kind == "probe":
@@ -307,6 +365,23 @@ def train_head(
             )
             if init and student.params.get("warm_start"):
                 student.params["warm_start_from"] = init[0]
+        elif kind == "setfit":
+            from training.setfit_student import SetfitParams
+
+            sp = SetfitParams.from_config(cfg.setfit)
+            texts, values, weights = list(data.texts), list(data.values), list(data.weights)
+            examples = {"used": sp.label_examples, "n": 0, "left_out": 0}
+            if sp.label_examples:
+                ex_texts, ex_values, left_out = label_example_rows(session, hd, exclude_texts=set(texts))
+                texts += ex_texts
+                values += ex_values
+                weights += [sp.label_examples_weight] * len(ex_texts)
+                examples.update(n=len(ex_texts), left_out=left_out)
+            student.fit(
+                texts, values, output_dir=tmp, checkpoint_dir=root / "checkpoints" / head / run_id, sample_weight=weights,
+                params=sp, probe_C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, progress=progress,
+            )
+            student.params["label_examples"] = examples
         else:
             from training.finetune import FinetuneParams
 
@@ -356,13 +431,12 @@ def train_head(
 
 
 def _sweep_orphans(session: Session, root: Path, head: str) -> None:
-    """Remove student folders of ``head`` (and temp folders) that a killed ``train`` left without a model
-    version: unreferenced, and written by a process of this host that is gone (training/orphans.py)."""
+    """Remove student folders of ``head`` that a killed ``train`` moved into place but did not record as a
+    model version: unreferenced, and written by a process of this host that is gone (training/orphans.py)."""
     from training.orphans import sweep
 
     referenced = {Path(p).resolve() for p in session.exec(select(ModelVersion.artifact_path)) if p}
-    candidates = [p for base in (root / "students" / head, root / "students" / ".tmp") if base.is_dir()
-                  for p in base.iterdir()]
+    candidates = [p for base in (root / "students" / head,) if base.is_dir() for p in base.iterdir()]
     for folder in sweep(candidates, referenced=referenced):
         log.info("removed %s: left by a train that was killed before recording its model version", folder)
 

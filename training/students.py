@@ -1,6 +1,6 @@
 """Students: a sentence encoder + a linear head on its L2-normalized mean-pooled embedding.
 
-Both kinds share one shape, so one runtime and one ONNX export serve both:
+Every kind shares one shape, so one runtime and one ONNX export serve them all:
 
     probabilities = activation(normalize(mean_pool(encoder(input_ids, attention_mask))) @ W.T + b)
 
@@ -11,9 +11,11 @@ with activation = softmax (single-label and binary heads) or sigmoid (multi-labe
   retraining takes seconds.
 - :class:`FinetuneStudent` (in :mod:`training.finetune`) starts from a probe head and fine-tunes the whole
   encoder with the Hugging Face ``Trainer``; its encoder is saved inside the student folder.
+- :class:`SetfitStudent` (in :mod:`training.setfit_student`) tunes the encoder with SetFit's contrastive
+  phase, then fits a probe head on it; its encoder is saved inside the student folder too.
 
 A student folder holds ``student.json`` (labels, kind, encoder, thresholds, params), ``head.npz`` (W, b)
-and, for fine-tuned students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
+and, for fine-tuned and SetFit students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from training.semi_supervised import PseudoLabelParams
 
 STUDENT_FORMAT = 1
 KINDS = ("single", "multi", "binary")
-METHODS = ("probe", "finetune")
+METHODS = ("probe", "setfit", "finetune")
 _NEG = -30.0  # logit of a label never seen in training: probability ~1e-13
 
 Progress = Callable[[int, int | None], Any] | None
@@ -235,7 +237,7 @@ def load_student(directory: Path | str) -> Student:
     if not enc.is_dir():
         raise ValueError(f"{folder}: its encoder folder {enc} does not exist any more; retrain the head or restore the encoder")
     arrays = np.load(folder / "head.npz")
-    cls = ProbeStudent if cfg["method"] == "probe" else _finetune_class()
+    cls = _student_class(cfg["method"])
     student = cls(
         labels=cfg["labels"],
         kind=cfg["kind"],
@@ -256,10 +258,19 @@ def load_student(directory: Path | str) -> Student:
     return student
 
 
-def _finetune_class() -> type[Student]:
-    from training.finetune import FinetuneStudent
+def _student_class(method: str) -> type[Student]:
+    """The Student subclass of a training method (imported lazily: fine-tune and SetFit need torch)."""
+    if method == "probe":
+        return ProbeStudent
+    if method == "setfit":
+        from training.setfit_student import SetfitStudent
 
-    return FinetuneStudent
+        return SetfitStudent
+    if method == "finetune":
+        from training.finetune import FinetuneStudent
+
+        return FinetuneStudent
+    raise ValueError(f"kind: expected one of {list(METHODS)}, found {method!r}")
 
 
 # --- threshold tuning (multi-label) ---------------------------------------------------------------
@@ -519,9 +530,9 @@ def _cv_multi_probs(emb: np.ndarray, y: np.ndarray, sw: np.ndarray | None, C: fl
 
 
 def new_student(method: str, *, labels: list[str], kind: str, encoder: str = "default", max_length: int = 128, multi_label_threshold: float = 0.5) -> Student:
-    """An untrained student of ``method`` ("probe" or "finetune") with its encoder resolved."""
+    """An untrained student of ``method`` (one of :data:`METHODS`) with its encoder resolved."""
     if method not in METHODS:
         raise ValueError(f"kind: expected one of {list(METHODS)}, found {method!r}")
     path = resolve_encoder(encoder)
-    cls: type[Student] = ProbeStudent if method == "probe" else _finetune_class()
+    cls = _student_class(method)
     return cls(labels=list(labels), kind=kind, encoder_path=str(path), encoder=str(encoder), max_length=max_length, multi_label_threshold=multi_label_threshold)

@@ -13,6 +13,12 @@ import streamlit as st
 from app import queries, status, ui
 
 SHOW_AT_MOST = 500  # rows of the disagreement table sent to the browser
+#: what `make bench-coaching` measured on the starter set (README, "Measured")
+BEST_FOR_FEW_LABELS = (
+    "Benchmark (make bench-coaching, starter set): on the whole pool SetFit scored best (intent 0.832 accuracy vs "
+    "0.787 for the probe, context 0.845 vs 0.813, worthiness 0.922 vs 0.856, emotion micro-F1 0.755 vs 0.735); with 200-400 labels the semi-supervised probe (student.probe.pseudo_labels in the head "
+    "file) beat the plain probe (0.722 vs 0.675 at 200 labels). SetFit was not measured at those sizes (README, Measured)."
+)
 
 
 def render() -> None:
@@ -107,12 +113,19 @@ def _train_section(head: str) -> None:
     if not ui.has_service("training.service", "train_head"):
         ui.service("training.service", "train_head")
         return
+    from training.students import METHODS
+
     c1, c2 = st.columns([2, 1])
     kind = c1.radio(
-        "Student", ["probe", "finetune"], horizontal=True, key=f"kind:{head}",
-        help="probe: frozen encoder + linear head, seconds. finetune: the whole encoder, minutes to hours on a CPU.",
+        "Student", list(METHODS), horizontal=True, key=f"kind:{head}",
+        help="probe: frozen encoder + linear head, seconds. setfit: the encoder tuned contrastively on pairs of "
+             "labelled messages, then the head; minutes. finetune: the whole encoder, minutes to hours on a CPU.",
     )
+    st.caption(BEST_FOR_FEW_LABELS)
     options: dict[str, Any] = {}
+    if kind == "setfit":
+        st.caption("SetFit runs for a few minutes on a CPU (the head file's student.setfit.max_steps bounds it); "
+                   "you can keep browsing while it runs.")
     if kind == "finetune":
         st.caption("A fine-tune runs for minutes to hours on a CPU; you can keep browsing while it runs.")
         o1, o2 = st.columns(2)

@@ -346,3 +346,16 @@ def test_overview_counts_the_teacher_labels_accepted_without_review(seeded: Seed
     table = at.dataframe[0].value.set_index("head")
     assert table.loc["intent", "accepted w/o review"] == f"{expected:,}" and table.loc["emotion", "accepted w/o review"] == "off"
     assert f"{expected:,} teacher labels accepted without review" in _texts(at)
+def test_models_page_offers_every_student_kind_and_the_benchmark_verdict(seeded: Seeded) -> None:
+    from app.views.models import BEST_FOR_FEW_LABELS
+    from training.students import METHODS
+
+    at = make_app(seeded.head).run()
+    at.switch_page("views/models.py").run()
+    student = [r for r in at.radio if r.label == "Student"][0]
+    assert list(student.options) == list(METHODS) == ["probe", "setfit", "finetune"]
+    assert any(c.value == BEST_FOR_FEW_LABELS for c in at.caption)
+    student.set_value("setfit").run()
+    assert not _problems(at)
+    assert any("SetFit runs for a few minutes" in c.value for c in at.caption)
+    assert not [sb for sb in at.selectbox if sb.label == "Encoder layers"]  # fine-tune options only for finetune

@@ -34,3 +34,5 @@ def test_errors_are_clean(sqlite_engine, heads: Path):  # noqa: F811
     assert r.exit_code == 1 and "no training labels" in r.output
     r = runner.invoke(cli, ["train", "--head", "nosuchhead"])
     assert r.exit_code == 1 and "no classifier head named 'nosuchhead'" in r.output
+    r = runner.invoke(cli, ["train", "--head", "toy", "--kind", "xgboost"])
+    assert r.exit_code == 1 and "unknown student kind 'xgboost'; expected one of: probe, setfit, finetune" in r.output

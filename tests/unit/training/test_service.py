@@ -132,7 +132,8 @@ def test_train_probe_records_a_model_version_with_holdout_and_teacher_metrics(en
         assert mv.params["C"] == 10.0 and mv.params["origin_weights"]["synthetic"] == 0.0
         art = Path(mv.artifact_path)
         assert art.is_dir() and art.parent == tmp_path / "models" / "students" / "toy"
-        assert not any((tmp_path / "models" / "students" / ".tmp").iterdir())
+        assert not any((tmp_path / "models" / ".tmp" / "students").iterdir())
+        assert [p.name for p in (tmp_path / "models" / "students").iterdir()] == ["toy"]
         m = mv.metrics
         assert m["n"] == len(ids["holdout"]) and m["accuracy"] >= 0.8
         assert set(m["per_class"]) == set(TOPICS) and "ece" in m and m["confusion_matrix"]["labels"] == TOPICS
@@ -199,7 +200,7 @@ def test_missing_encoder_and_unknown_kind(sqlite_engine, heads: Path):
         _seed(session, head="broken")
         with pytest.raises(ValueError, match="no-such-encoder'?: no such folder"):
             train_head(session, head="broken")
-        with pytest.raises(ValueError, match="kind: expected one of"):
+        with pytest.raises(ValueError, match="unknown student kind 'xgboost'; expected one of: probe, setfit, finetune"):
             train_head(session, head="toy", kind="xgboost")
         assert session.exec(select(ModelVersion)).first() is None
 
