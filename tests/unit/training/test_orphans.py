@@ -60,7 +60,7 @@ def test_next_train_removes_the_folder_a_killed_train_left(sqlite_engine, heads:
         session.commit()
         # what a train killed after moving its folder in, before its commit, leaves behind
         orphan = _folder(students / "toy", "probe-killed-run", _dead_pid())
-        tmp_left = _folder(students / ".tmp", "probe-killed-tmp", _dead_pid())
+        tmp_left = _folder(tmp_path / "models" / ".tmp" / "students", "probe-killed-tmp", _dead_pid())  # the temp area
         second = train_head(session, head="toy")
         session.commit()
         paths = {Path(mv.artifact_path).resolve() for mv in session.exec(select(ModelVersion))}
