@@ -4,8 +4,8 @@ Runs ``import``, ``prelabel``, ``select``, ``push``, ``pull``, ``train`` and ``e
 needs the one before) as ``python -m app.cli`` subprocesses against a real SQLite database, the real local
 OpenAI-protocol server (tests/support/openai_server.py) and a real Label Studio (tests/support/label_studio.py),
 on a toy head whose student encoder is a tiny local BERT built here (so train and export take seconds).
-Each command is killed ``--kills`` times after a random delay (a run that finished first is counted as
-such), then rerun to completion; after every kill and after the rerun the database is checked:
+Each command is killed ``--kills`` times mid-run after a random delay (a run that finished before its kill
+time is counted as such and tried again, at most 3 x ``--kills`` attempts), then rerun to completion; after every kill and after the rerun the database is checked:
 
 - no duplicate messages (normalized-text hash), no two current labels of one (message, head, origin,
   annotator), no two pending queue items of one (message, head), no queue item without its message;
@@ -324,7 +324,9 @@ def run_step(world: World, step: Step, kills: int, rng: random.Random, log: Call
     if step.before is not None:
         step.before(world)
     max_delay = step.max_delay
-    for i in range(kills):
+    i = 0
+    while result.kills < kills and i < 3 * kills:  # until ``kills`` SIGKILLs landed mid-run (bounded)
+        i += 1
         delay = rng.uniform(MIN_DELAY, max(MIN_DELAY + 0.1, max_delay))
         proc = world.popen(step.argv)
         started = time.perf_counter()
@@ -332,7 +334,7 @@ def run_step(world: World, step: Step, kills: int, rng: random.Random, log: Call
             proc.wait(timeout=delay)
             result.finished_first += 1
             if proc.returncode != 0:
-                result.violations.append(f"attempt {i + 1} failed without a kill (rc {proc.returncode}): "
+                result.violations.append(f"attempt {i} failed without a kill (rc {proc.returncode}): "
                                          f"{(proc.stderr.read() if proc.stderr else '')[-800:]}")
             max_delay = max(MIN_DELAY + 0.2, 0.8 * (time.perf_counter() - started))  # aim inside the run next time
         except subprocess.TimeoutExpired:
@@ -341,9 +343,9 @@ def run_step(world: World, step: Step, kills: int, rng: random.Random, log: Call
             result.kills += 1
         if proc.stderr:
             proc.stderr.close()
-        result.violations += [f"after kill {i + 1}: {p}" for p in check_database(world)]
+        result.violations += [f"after attempt {i}: {p}" for p in check_database(world)]
         if step.name in ("push", "pull"):
-            result.violations += [f"after kill {i + 1}: {p}" for p in check_studio(world)]
+            result.violations += [f"after attempt {i}: {p}" for p in check_studio(world)]
     started = time.perf_counter()
     done = world.cli(step.argv)
     result.rerun_seconds = round(time.perf_counter() - started, 2)
