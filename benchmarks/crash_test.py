@@ -102,7 +102,8 @@ def write_head(heads_dir: Path, encoder: Path, batch_size: int) -> None:
     heads_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "name": HEAD, "kind": "single", "title": "Crash-test topics", "description": "Which topic the message is about.",
-        "labels": [{"name": t, "description": f"The message is about {t}."} for t in sorted(TOPICS)],
+        "labels": [{"name": t, "description": f"The message is about {t}.",
+                    "examples": [f"a question about {t}, number {i + 1}" for i in range(5)]} for t in sorted(TOPICS)],
         "thresholds": {"accuracy": 0.0, "macro_f1": 0.0}, "min_holdout": 20,
         "student": {"encoder": str(encoder), "max_length": 16},
         "active_learning": {"batch_size": batch_size, "annotations_per_task": 1},
