@@ -57,7 +57,10 @@ def test_a_dashboard_job_and_a_cli_command_write_at_once_and_both_finish(sqlite_
         job = subprocess.Popen([sys.executable, "-c", JOB, str(big)], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.5)  # the job's import is under way (its process is up and writing)
-        cli = subprocess.run([sys.executable, "-m", "app.cli", "prelabel", "--head", "intent"], cwd=tmp_path, env=env,
+        # --limit: the 40 messages made before the import (ordered by id); without it, a CLI that starts after
+        # the import committed would also label its 20,000 messages
+        cli = subprocess.run([sys.executable, "-m", "app.cli", "prelabel", "--head", "intent", "--limit", str(n_messages)],
+                             cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=400)
         job_out, _ = job.communicate(timeout=400)
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
