@@ -384,26 +384,10 @@ def run(workdir: Path, *, studio_url: str, studio_token: str, kills: int, pool: 
 @contextmanager
 def studio_server(var_dir: Path) -> Iterator[tuple[str, str]]:
     """A Label Studio for a standalone run (the test suite's template makes later starts take seconds)."""
-    import shutil
+    from tests.support.label_studio import started_server
 
-    from tests.support.label_studio import TEMPLATE, LabelStudioServer, _save_template
-    from tests.support.postgres import free_port
-
-    fresh = not (TEMPLATE / "data" / "label_studio.sqlite3").exists()
-    if not fresh:
-        shutil.copytree(TEMPLATE, var_dir / "label-studio")
-    server = LabelStudioServer(var_dir=var_dir, url=f"http://127.0.0.1:{free_port()}", token="")
-    try:
-        st = server.start()
-        if not st.healthy or not st.token_ok:
-            raise RuntimeError(f"Label Studio started but is not usable: {st}")
-        token = (var_dir / "label-studio" / "api-token").read_text().strip()
-        if fresh:
-            _save_template(var_dir)
-        yield server.url, token
-    finally:
-        server.stop()
-
+    with started_server(var_dir) as server:
+        yield server.url, server.token
 
 def main() -> None:
     import tempfile

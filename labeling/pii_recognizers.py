@@ -170,11 +170,6 @@ def find_ibans(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.start() + len(value), "IBAN")
 
 
-@lru_cache(maxsize=8)
-def _regions(spec: str) -> tuple[str, ...]:
-    return tuple(r.strip().upper() for r in spec.split(",") if r.strip())
-
-
 def _phone_ok(text: str, start: int, end: int) -> bool:
     raw = text[start:end]
     main = re.split(r"(?i)\s*(?:ext\.?|x)\s*\d", raw)[0]

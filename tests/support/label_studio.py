@@ -115,9 +115,10 @@ def _save_template(var_dir: Path) -> None:
     tmp.rename(TEMPLATE)
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    var_dir = tmp_path_factory.mktemp("ls-var")
+@contextmanager
+def started_server(var_dir: Path) -> Iterator[LabelStudioServer]:
+    """A real Label Studio with its data under ``var_dir``, started from the migrated template when there is
+    one (seconds), else migrated once and kept as the template; stopped on exit."""
     fresh = not (TEMPLATE / "data" / "label_studio.sqlite3").exists()
     if not fresh:
         shutil.copytree(TEMPLATE, var_dir / "label-studio")
@@ -132,6 +133,12 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    with started_server(tmp_path_factory.mktemp("ls-var")) as server:
+        yield server
 
 
 @dataclass
