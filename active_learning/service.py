@@ -16,7 +16,7 @@ messages) and the batch is a diverse seed batch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,12 +25,10 @@ from sqlmodel import Session, col, select
 from active_learning.queue import Pick, build_batch, parse_mix, validate_mix
 from active_learning.stopping import compute_signals, stopping_set
 from active_learning.strategies import STRATEGIES, EmptyPoolError, PoolExhaustedError, PoolView
+from core.vocab import GOLD_ORIGINS, Progress
 from db import crud
 from db.models import Message, QueueItem, Round, Split
 
-Progress = Callable[[int, int | None], Any] | None
-
-GOLD_ORIGINS = ("human", "import")
 COLD_START_MIX = {"diversity": 1.0}
 ZERO_SHOT_TEMPERATURE = 0.05
 
@@ -98,9 +96,9 @@ def _resolve_mix(head_def: Any, mix: Mapping[str, float] | str | None) -> dict[s
 
 def candidate_ids(session: Session, *, head: str) -> tuple[list[int], dict[str, int]]:
     """Pool messages that may be queued for ``head``, and how many were excluded for each reason. LLM labels
-    the head accepts without review (``teacher.auto_accept``, see :mod:`labeling.trust`) are not queued."""
-    from labeling.heads import get_head
-    from labeling.trust import auto_accepted_ids, compute_trust
+    the head accepts without review (``teacher.auto_accept``, see :mod:`training.trust`) are not queued."""
+    from core.heads import get_head
+    from training.trust import auto_accepted_ids, compute_trust
 
     pool = [int(i) for i in session.exec(select(Message.id).where(Message.split == Split.POOL).order_by(Message.id))]
     gold = {lab.message_id for lab in crud.current_labels(session, head=head, origins=GOLD_ORIGINS)}
@@ -133,9 +131,9 @@ def _count_rounds(session: Session, head: str) -> int:
 
 def _trainable(session: Session, head: str) -> tuple[str | None, Any]:
     """(None, the training set) when the head's current labels can train a student, else (why not, the set)."""
-    from labeling.heads import get_head
+    from core.heads import get_head
     from training.service import training_set
-    from training.students import TrainingDataError, check_trainable, targets_matrix
+    from training.student import TrainingDataError, check_trainable, targets_matrix
 
     hd = get_head(head)
     data = training_set(session, head=head)
@@ -161,7 +159,7 @@ def run_round(
     ``mix``: {strategy: quota} summing to 1 (default: the head's ``active_learning.mix``), or the CLI form
     "margin=0.5,diversity=0.5". ``retrain=False`` selects with the latest model version instead (an error if
     the head has none). Bad input raises ValueError before anything is written."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     t_start = time.perf_counter()
     steps = 6
@@ -295,7 +293,7 @@ def run_round(
         keep = labelled_y >= 0
         lab_pos, labelled_y = lab_pos[keep], labelled_y[keep]
     cand_pos = np.array(sorted(pos[m] for m in candidates if m in pos), dtype=np.int64)
-    from labeling.trust import compute_trust, trust_arrays
+    from training.trust import compute_trust, trust_arrays
 
     trust_report = compute_trust(session, head=hd)
     trust = trust_arrays(trust_report, labels, prior_trust=hd.teacher.prior_trust, prior_strength=hd.teacher.prior_strength)

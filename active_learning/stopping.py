@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from core.agreement import cohen_kappa
+
 STOPPING_SET_SIZE = 2000
 
 
@@ -44,16 +46,6 @@ def stopping_set(ids: np.ndarray, size: int = STOPPING_SET_SIZE) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     key = (ids * 2654435761) % (2**32)
     return np.sort(ids[np.argsort(key, kind="stable")[:size]])
-
-
-def cohen_kappa(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
-    """Cohen's kappa between two prediction vectors over classes ``0..n_classes-1`` (scikit-learn's), 1.0
-    when they agree everywhere (scikit-learn's formula divides by zero there when only one class occurs)."""
-    from sklearn.metrics import cohen_kappa_score
-
-    if np.array_equal(a, b):
-        return 1.0
-    return float(cohen_kappa_score(a, b, labels=np.arange(n_classes)))
 
 
 def classification_change_stop(now: np.ndarray, before: np.ndarray, *, threshold: float) -> bool:
@@ -109,7 +101,8 @@ def compute_signals(
             now_flat, before_flat, k_classes = now.reshape(-1), np.asarray(before).reshape(-1), 2
         else:
             now_flat, before_flat, k_classes = now.astype(np.int64), before.astype(np.int64), n_classes
-        history = (history + [cohen_kappa(now_flat, before_flat, k_classes)])[-cfg.window :]
+        kappa = cohen_kappa(now_flat, before_flat, labels=range(k_classes))
+        history = (history + [0.0 if kappa is None else kappa])[-cfg.window :]
         kappa_stop = len(history) >= cfg.window and float(np.mean(history)) >= cfg.kappa
         enc_now, enc_before = _encode(now), _encode(np.asarray(before))
         change_stop = classification_change_stop(enc_now, enc_before, threshold=cfg.change_threshold)

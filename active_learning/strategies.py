@@ -60,7 +60,7 @@ class PoolView:
     teacher_labels: class index per row, -1 where the teacher said nothing (single-label), or a (N, C) 0/1
         matrix (multi-label); teacher_confidence: (N,) in [0, 1], NaN where unknown.
     teacher_trust: (C, 2) Beta parameters (alpha, beta) of the teacher's precision on each label it gives
-        (``labeling.trust.trust_arrays``: learned from the human reviews, the prior where there are none).
+        (``training.trust.trust_arrays``: learned from the human reviews, the prior where there are none).
     label_counts: (C,) human labels per class so far (class balance); derived from labelled_y if omitted.
     """
 
@@ -196,7 +196,7 @@ class QueryStrategy:
     needs_teacher: ClassVar[bool] = False
     needs_trust: ClassVar[bool] = False
     #: picks messages *because* the teacher looks wrong there: their reviews are not a sample of the teacher's
-    #: labels (labeling.trust counts them as a census)
+    #: labels (training.trust counts them as a census)
     seeks_teacher_errors: ClassVar[bool] = False
     single_label: ClassVar[bool] = True
     multi_label: ClassVar[bool] = True
@@ -266,7 +266,7 @@ class QueryStrategy:
             trust = view.teacher_trust
             if trust is None:
                 raise MissingInputError(
-                    f"strategy {self.name!r} needs the teacher's trust per label (labeling.trust); none was given"
+                    f"strategy {self.name!r} needs the teacher's trust per label (training.trust); none was given"
                 )
             trust = np.asarray(trust)
             if trust.shape != (view.n_classes, 2) or not np.all(np.isfinite(trust)) or not np.all(trust > 0):

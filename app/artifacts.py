@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-Progress = Callable[[int, int | None], None]
+from core.vocab import Progress
 
 
 def list_files(folder: Path | str) -> list[dict[str, Any]]:

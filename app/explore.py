@@ -6,16 +6,16 @@ who chose it and why."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from core.vocab import Progress
 from db import crud
 from db.models import Message, ModelVersion, Origin, Prediction, QueueItem, QueueStatus, Split, utcnow
 
-Progress = Callable[[int, int | None], None]
 MANUAL_STRATEGY = "manual_disagreement"
 
 
@@ -64,7 +64,7 @@ def enqueue_messages(
     preds: dict[int, list[float]] = {}
     labels: list[str] = []
     if model_version_id is not None:
-        from labeling.heads import get_head
+        from core.heads import get_head
 
         labels = get_head(head).label_names
         for part in crud.chunked(ids):

@@ -1,8 +1,7 @@
 """Background jobs for the dashboard, recorded in the ``job`` table.
 
-A job runs one service function (``"package.module:function"``, imported lazily inside the worker
-thread) with its own database session, so that it survives page changes and reruns: pages only read
-the Job row and poll it. Rules:
+A job runs one service function (the function itself, called in a worker thread) with its own
+database session, so that it survives page changes and reruns: pages only read the Job row and poll it. Rules:
 
 - one running job per ``key`` (e.g. ``"train:intent"``): starting a second one returns the running one;
 - progress (``progress(done, total)`` callbacks of the services) is kept in memory and written to the
@@ -15,7 +14,6 @@ the Job row and poll it. Rules:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
@@ -56,10 +54,6 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 _FLUSH_EVERY_S = 0.5
 
 
-class ServiceUnavailable(RuntimeError):
-    """The service module or function a job needs does not exist (yet)."""
-
-
 @dataclass
 class _LiveState:
     """What the worker thread knows right now (newer than the Job row between flushes)."""
@@ -75,23 +69,6 @@ class _LiveState:
 _lock = threading.Lock()
 _live: dict[int, _LiveState] = {}
 _owner = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def resolve(target: str) -> Callable[..., Any]:
-    """``"package.module:function"`` → the function, or :class:`ServiceUnavailable` saying what is missing."""
-    module_name, _, func_name = target.partition(":")
-    if not module_name or not func_name:
-        raise ValueError(f"expected a target 'package.module:function', found {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise ServiceUnavailable(f"{module_name} is not available yet (the module does not exist)") from e
-        raise
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise ServiceUnavailable(f"{module_name}.{func_name} is not available yet")
-    return func
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -207,7 +184,7 @@ def start_job(
     *,
     kind: str,
     key: str,
-    target: str | Callable[..., Any],
+    target: Callable[..., Any],
     kwargs: dict[str, Any] | None = None,
     with_session: bool = True,
     label: str | None = None,
@@ -272,7 +249,7 @@ def _run(
     engine: Engine,
     job_id: int,
     state: _LiveState,
-    target: str | Callable[..., Any],
+    target: Callable[..., Any],
     kwargs: dict[str, Any],
     with_session: bool,
 ) -> None:
@@ -292,7 +269,7 @@ def _run(
     flusher.start()
     status, result, error = DONE, None, None
     try:
-        func = resolve(target) if isinstance(target, str) else target
+        func = target
         if with_session:
             with session_scope(engine) as s:
                 raw = func(s, progress=progress, **kwargs)

@@ -150,9 +150,9 @@ def model_versions(url: str, head: str) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def teacher_report(url: str, head: str) -> dict[str, Any]:
-    """The teacher's report card (labeling.trust.teacher_report), read-only: the stored trust report."""
+    """The teacher's report card (training.trust.teacher_report), read-only: the stored trust report."""
     from db.engine import session_scope
-    from labeling.trust import teacher_report as build
+    from training.trust import teacher_report as build
 
     with session_scope(engine_for_url(url)) as s:
         return build(s, head=head, store=False)

@@ -11,11 +11,9 @@ from typing import Any
 from sqlalchemy import String, cast, func
 from sqlmodel import Session, col, select
 
+from core.vocab import DEFAULT_KEY_METRIC, metric_value
 from db import crud
 from db.models import Export, Label, Message, Origin, QueueItem, Round, Split
-
-#: the metric shown as "key metric" when a head sets no threshold
-DEFAULT_KEY_METRIC = {"single": "macro_f1", "binary": "macro_f1", "multi": "micro_f1"}
 
 
 def key_metric(head_def: Any) -> str:
@@ -23,22 +21,6 @@ def key_metric(head_def: Any) -> str:
     if head_def.thresholds:
         return next(iter(head_def.thresholds))
     return DEFAULT_KEY_METRIC.get(str(head_def.kind), "macro_f1")
-
-
-def metric_value(metrics: dict[str, Any] | None, name: str) -> float | None:
-    """A metric from a ModelVersion's metrics; ``min_class_f1``/``min_label_f1``/``ece_max`` are derived."""
-    if not metrics:
-        return None
-    if name in metrics and isinstance(metrics[name], int | float):
-        return float(metrics[name])
-    if name == "ece_max":
-        v = metrics.get("ece")
-        return float(v) if isinstance(v, int | float) else None
-    if name in ("min_class_f1", "min_label_f1"):
-        per = metrics.get("per_class") or metrics.get("per_label") or {}
-        f1s = [d.get("f1") for d in per.values() if isinstance(d, dict) and isinstance(d.get("f1"), int | float)]
-        return float(min(f1s)) if f1s else None
-    return None
 
 
 def pool_by_source(session: Session) -> list[dict[str, Any]]:
@@ -193,9 +175,9 @@ def head_overview(session: Session, head_def: Any, *, gate: Any | None = None) -
 
 
 def teacher_trust_summary(session: Session, head_def: Any) -> dict[str, Any]:
-    """The teacher's trust on a head in a few numbers (labeling.trust): the stored report's status and
+    """The teacher's trust on a head in a few numbers (training.trust): the stored report's status and
     evidence, and how many LLM labels count as accepted without review (``teacher.auto_accept``)."""
-    from labeling.trust import accepted_labels, auto_accepted_ids, compute_trust, stored_trust
+    from training.trust import accepted_labels, auto_accepted_ids, compute_trust, stored_trust
 
     report = stored_trust(session, head=head_def.name) or compute_trust(session, head=head_def)
     level = head_def.teacher.auto_accept

@@ -6,7 +6,6 @@ Nothing here runs at import time; everything that is expensive is behind ``st.ca
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,8 +27,8 @@ POLL_EVERY_S = 2.0
 # --- engine, sessions, settings, heads --------------------------------------------------------------
 
 
-def settings():  # noqa: ANN201 - db.settings.Settings
-    from db.settings import get_settings
+def settings():  # noqa: ANN201 - core.settings.Settings
+    from core.settings import get_settings
 
     return get_settings()
 
@@ -64,7 +63,7 @@ def session() -> Iterator[Session]:
 
 @st.cache_resource(ttl=60, show_spinner=False)
 def _heads_cached(heads_dir: str | None) -> dict[str, Any]:
-    from labeling.heads import load_heads
+    from core.heads import load_heads
 
     return load_heads()
 
@@ -83,7 +82,7 @@ def head_picker(label: str = "Classifier head") -> str | None:
         st.error(f"The classifier definitions could not be loaded: {e}")
         return None
     if not names:
-        st.warning("No classifier head is defined. Add a YAML file to labeling/heads/ or HEADS_DIR.")
+        st.warning("No classifier head is defined. Add a YAML file to core/heads/ or HEADS_DIR.")
         return None
     current = st.session_state.get("head")
     index = names.index(current) if current in names else 0
@@ -98,36 +97,6 @@ def clear_caches() -> None:
 
 
 # --- services ---------------------------------------------------------------------------------------
-
-
-def service(module: str, *names: str) -> Any | None:
-    """Import a service module lazily; show 'not available yet' (and return None) when it or one of
-    ``names`` is missing."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            st.info(f"`{module}` is not available yet: this part of distilloop has not landed.")
-            return None
-        show_error(e, f"`{module}` could not be loaded")
-        return None
-    except Exception as e:  # noqa: BLE001 - a broken module must not take the page down
-        show_error(e, f"`{module}` could not be loaded")
-        return None
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        st.info(f"`{module}` does not provide {', '.join(missing)} yet.")
-        return None
-    return mod
-
-
-def has_service(module: str, *names: str) -> bool:
-    """Whether a service exists (no message shown)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return False
-    return all(hasattr(mod, n) for n in names)
 
 
 def show_error(exc: BaseException, what: str | None = None) -> None:
@@ -167,7 +136,7 @@ def need_openai_note(action: str) -> bool:
 # --- background jobs --------------------------------------------------------------------------------
 
 
-def start(job_kind: str, job_key: str, target: str, /, label: str | None = None, **kwargs: Any) -> int:
+def start(job_kind: str, job_key: str, target: Callable[..., Any], /, label: str | None = None, **kwargs: Any) -> int:
     """Start a background job ``target(session, progress=..., **kwargs)`` (or find the one already running
     for ``job_key``) and say so."""
     job_id, started = jobs.start_job(engine(), kind=job_kind, key=job_key, target=target, kwargs=kwargs, label=label)

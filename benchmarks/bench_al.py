@@ -57,7 +57,7 @@ DEFAULT_ARMS = [
 
 
 def _arm(spec: str):
-    from active_learning.simulation import parse_arm
+    from active_learning.simulation.runner import parse_arm
 
     # "teacher+best:teacher+..." → a named arm
     if spec.startswith("teacher+best:"):
@@ -71,7 +71,7 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
     """How far can a student with ``n_labels`` human labels get towards the all-data accuracy? For each seed:
     the human labels chosen by margin_diversity up to ``n_labels`` (the same picks as the semi-supervised
     arm, which ranks by its supervised head), then the probe on them alone, the product's semi-supervised
-    probe (``training.students.ProbeStudent`` with pseudo-labels), the accuracy of its pseudo-labels, and the
+    probe (``training.probe.ProbeStudent`` with pseudo-labels), the accuracy of its pseudo-labels, and the
     same probe if every pseudo-label were right (its pseudo-labelling replaced by the gold labels)."""
     from unittest import mock
 
@@ -79,7 +79,7 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
     from threadpoolctl import threadpool_limits
 
     import training.semi_supervised as semi
-    from active_learning.simulation import (
+    from active_learning.simulation.runner import (
         Arm,
         ProbeStudent,
         SimulationConfig,
@@ -151,13 +151,13 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
     import numpy as np
     import yaml
 
-    from active_learning.simulation import load_dataset, simulate_teacher
+    from active_learning.simulation.runner import load_dataset, simulate_teacher
+    from core.heads import pick_examples
+    from core.settings import get_settings, reset_settings
     from db import crud
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Message, ModelVersion
-    from db.settings import get_settings, reset_settings
-    from labeling.heads import pick_examples
     from training.encoder import embed
 
     data = load_dataset("banking77")
@@ -278,7 +278,7 @@ def trust_bench(args: argparse.Namespace) -> None:
     teacher at 85%, teacher + disagreement with the flat LLM weight 0.5 (the baseline, same run) against trust
     weights with ``low_trust`` in the mix; and the trust estimate's mean absolute error against the true
     per-label teacher precision after 200, 500 and 1,000 human labels (labels with >= 10 reviews)."""
-    from active_learning.simulation import SimulationConfig, run_simulation
+    from active_learning.simulation.runner import SimulationConfig, run_simulation
 
     info = machine_info()
     print_machine(info)
@@ -351,7 +351,7 @@ def main() -> None:
         trust_bench(args)
         return
 
-    from active_learning.simulation import SimulationConfig, run_simulation
+    from active_learning.simulation.runner import SimulationConfig, run_simulation
     from training.semi_supervised import PseudoLabelParams
 
     info = machine_info()

@@ -53,14 +53,14 @@ def build(workdir: Path) -> dict:
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
     os.environ["MODELS_DIR"] = str(workdir / "models")
     os.environ.setdefault("DATA_DIR", str(REPO / "var" / "data"))  # keep the checkout's embedding cache
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     from db.engine import get_engine, session_scope
     from db.migrate import upgrade
     from export.bundle import export_bundle
     from export.service import export_head
-    from labeling.importers import load_demo
+    from labeling.sources.demo import load_demo
     from training.service import train_head
 
     upgrade(get_engine())

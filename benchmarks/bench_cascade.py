@@ -50,7 +50,7 @@ PROBE_C = 20.0
 
 def _scored(emb_train, y_train, emb_pop, y_pop, labels) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     from training.encoder import default_encoder_path
-    from training.students import ProbeStudent
+    from training.probe import ProbeStudent
 
     st = ProbeStudent(labels=labels, kind="single", encoder_path=str(default_encoder_path()), max_length=128)
     st.fit_embeddings(emb_train, y_train, C=PROBE_C, tune=False)
@@ -59,7 +59,7 @@ def _scored(emb_train, y_train, emb_pop, y_pop, labels) -> tuple[np.ndarray, np.
 
 
 def population_banking77(datasets_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from active_learning.simulation import load_dataset
+    from active_learning.simulation.runner import load_dataset
     from training.encoder import embed
 
     data = load_dataset("banking77", datasets_dir=datasets_dir)
@@ -69,7 +69,7 @@ def population_banking77(datasets_dir: Path | None = None) -> tuple[np.ndarray, 
 
 
 def population_demo(datasets_dir: Path | None = None, head_field: str = "intent") -> tuple[np.ndarray, np.ndarray]:  # noqa: ARG001
-    from labeling.importers import DEMO_FILE
+    from labeling.sources.demo import DEMO_FILE
     from training.encoder import embed
 
     rows = [json.loads(line) for line in DEMO_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]

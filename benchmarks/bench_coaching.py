@@ -6,7 +6,7 @@ holdout, in one run:
 
 - ``zero_shot``: the cold-start teacher (similarity of each message to the labels' descriptions and examples,
   ``active_learning.service.zero_shot_teacher``): the floor, no labels at all;
-- ``probe``: frozen encoder + logistic regression (``training.students.ProbeStudent``);
+- ``probe``: frozen encoder + logistic regression (``training.probe.ProbeStudent``);
 - ``semi``: the semi-supervised probe (label spreading over a kNN graph; the pool messages left out of a
   learning-curve subset are its unlabelled messages; single-label and binary heads only);
 - ``setfit``: the SetFit student (``training.setfit_student``; the head file's ``student.setfit`` settings);
@@ -65,7 +65,7 @@ def log(msg: str) -> None:
 
 def setup(workdir: Path) -> None:
     """A throw-away database, MODELS_DIR and an empty embedding cache; the demo set loaded as `make run` does."""
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     os.environ.update(VAR_DIR=str(workdir / "var"), DATA_DIR=str(workdir / "data"), MODELS_DIR=str(workdir / "models"),
                       DATABASE_URL=f"sqlite:///{workdir / 'bench.db'}")
@@ -73,7 +73,7 @@ def setup(workdir: Path) -> None:
     reset_settings()
     from db.engine import get_engine, session_scope
     from db.migrate import upgrade
-    from labeling.importers import load_demo
+    from labeling.sources.demo import load_demo
 
     upgrade(get_engine())
     with session_scope() as s:
@@ -109,8 +109,8 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
               workdir: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Train a student of ``kind`` on the rows given; returns (student, notes)."""
     from training.encoder import resolve_encoder
+    from training.probe import ProbeStudent
     from training.semi_supervised import PseudoLabelParams
-    from training.students import ProbeStudent
 
     cfg = hd.student
     enc = str(resolve_encoder(cfg.encoder))
@@ -152,8 +152,8 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
 
 
 def run_head(head: str, kinds: list[str], sizes: list[str], curve_kinds: set[str], workdir: Path, args: argparse.Namespace) -> list[dict]:
+    from core.heads import get_head
     from db.engine import session_scope
-    from labeling.heads import get_head
     from training.evaluation import evaluate_multi_probs, evaluate_probs, evaluate_student
     from training.service import holdout_set, training_set
 
@@ -310,7 +310,7 @@ def main() -> None:
 
     info = machine_info(packages=("torch", "onnxruntime", "transformers", "sentence-transformers", "setfit", "scikit-learn"))
     print_machine(info)
-    from labeling.importers import DEMO_FILE
+    from labeling.sources.demo import DEMO_FILE
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-coaching-") as tmp:

@@ -36,11 +36,11 @@ def seed(url: str, n_pool: int, n_holdout: int, rng: random.Random) -> None:
     import numpy as np
     from sqlalchemy import insert
 
+    from core.heads import load_heads
     from db.crud import text_hash
     from db.engine import make_engine
     from db.migrate import upgrade
     from db.models import Label, Message, ModelVersion, Prediction, QueueItem, Round, utcnow
-    from labeling.heads import load_heads
 
     engine = make_engine(url)
     upgrade(engine)
@@ -107,8 +107,8 @@ def time_pages(url: str, repeats: int) -> dict[str, dict[str, float]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from core.settings import reset_settings
     from db.engine import dispose_engines
-    from db.settings import reset_settings
 
     os.environ["DATABASE_URL"] = url
     reset_settings()

@@ -57,7 +57,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     from training.encoder import embed, resolve_encoder
@@ -104,7 +104,7 @@ def main() -> None:
     results["throughput_msg_s"]["embed (cache hits)"] = round(len(texts) / dt, 1)
 
     # probe retrain on 3,000 labelled messages (embeddings cached)
-    from training.students import ProbeStudent
+    from training.probe import ProbeStudent
 
     labels = sorted(set(train_y))
     sub = list(range(0, len(train_texts), max(1, len(train_texts) // 3000)))[:3000]

@@ -37,7 +37,7 @@ def bench_bulk(url: str, path: Path) -> dict:
 
     from db.engine import make_engine
     from db.migrate import upgrade
-    from labeling.importers import import_file
+    from labeling.sources.importers import import_file
 
     engine = make_engine(url)
     upgrade(engine)

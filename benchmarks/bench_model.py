@@ -67,7 +67,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def train_probe(train_x, train_y, test_x, test_y, labels, encoder_path, *, c_grid, backend):
     from training.encoder import embed
-    from training.students import ProbeStudent
+    from training.probe import ProbeStudent
 
     t0 = time.perf_counter()
     emb_train = embed(train_x, encoder=Path(encoder_path), max_length=128, backend=backend)
@@ -153,8 +153,8 @@ def train_finetune(train_x, train_y, test_x, test_y, labels, encoder_path, *, ep
 def export_student(student, labels, test_x, test_y, workdir: Path) -> tuple[Path, dict[str, Any]]:
     """The real gated export: a throw-away SQLite database and MODELS_DIR, a 77-label head, the test set
     as the human holdout. The embedding cache (DATA_DIR) stays where it is."""
-    from db.settings import get_settings, reset_settings
-    from labeling.heads import pick_examples
+    from core.heads import pick_examples
+    from core.settings import get_settings, reset_settings
 
     data_dir = Path(get_settings().data_dir).resolve()
     examples = pick_examples(test_x, test_y)  # every label needs 5 examples; the export gate does not use them
@@ -470,7 +470,7 @@ def keep_students(work: Path, students: dict[str, tuple[Any, float]], result: di
 
 
 def load_kept(work: Path, result: dict[str, Any]) -> dict[str, tuple[Any, float]]:
-    from training.students import load_student
+    from training.registry import load_student
 
     kept_file = work / "trained.json"
     if not kept_file.is_file():

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks.baselines import redact_v1
-    from labeling.redact import Redactor
+    from labeling.sources.redact import Redactor
 
     info = machine_info(packages=("phonenumbers",))
     print_machine(info)

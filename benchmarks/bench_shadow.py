@@ -218,7 +218,7 @@ def main() -> None:
     print_machine(info)
     results: dict[str, Any] = {"machine": info, "request_path": [], "load": []}
     with tempfile.TemporaryDirectory() as tmp:
-        from db.settings import reset_settings
+        from core.settings import reset_settings
 
         os.environ["VAR_DIR"] = str(Path(tmp) / "var")  # crash markers of the writer go here
         reset_settings()

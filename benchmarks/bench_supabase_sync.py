@@ -2,7 +2,7 @@
 
 Starts a throwaway PostgreSQL (tests/support/postgres.py), fills a Supabase-like ``messages`` table
 (20k conversations × 5 alternating user/assistant turns = 100k rows, 60k user messages), then runs
-``labeling.supabase_sync.sync_supabase`` and reports rows/s and the peak Python memory (tracemalloc)
+``labeling.sources.supabase_sync.sync_supabase`` and reports rows/s and the peak Python memory (tracemalloc)
 at page size 1000 against page size 100 (the baseline, same run): memory is bounded by the page, not
 by the table. A second sync (nothing new) shows the incremental watermark's cost.
 
@@ -44,10 +44,10 @@ ANALYZE messages;
 def sync_once(dsn: str, page_size: int, workdir: Path) -> dict:
     from sqlmodel import Session
 
+    from core.settings import reset_settings
     from db.engine import make_engine
     from db.migrate import upgrade
-    from db.settings import reset_settings
-    from labeling.supabase_sync import sync_supabase
+    from labeling.sources.supabase_sync import sync_supabase
 
     os.environ["SUPABASE_DB_URL"] = dsn
     reset_settings()

@@ -1,6 +1,6 @@
 """Teacher labelling throughput against the local OpenAI-protocol server, and what 1,000 messages cost.
 
-``labeling.teacher.prelabel`` (the real code path: prompt, HTTP, parsing, LLMCall cache, labels, commits)
+``labeling.teacher.labelling.prelabel`` (the real code path: prompt, HTTP, parsing, LLMCall cache, labels, commits)
 labels BANKING77 test messages on a fresh SQLite file, against ``tests/support/openai_server.py``:
 
 - with an instant server (the client + database overhead alone) and with a simulated model latency
@@ -9,7 +9,7 @@ labels BANKING77 test messages on a fresh SQLite file, against ``tests/support/o
   (default 8) and 2×.
 
 Cost per 1,000 messages = mean prompt/completion tokens per message (the server counts ~4 characters per
-token, close to OpenAI's tokenizers for English) × the dated prices in ``labeling.llm.PRICES``.
+token, close to OpenAI's tokenizers for English) × the dated prices in ``labeling.teacher.llm.PRICES``.
 
     .venv/bin/python benchmarks/bench_teacher.py [--messages 200] [--latency 0.4] [--concurrency 8]
 """
@@ -42,11 +42,11 @@ def load_texts(n: int) -> list[str]:
 def run_once(texts: list[str], *, latency: float, concurrency: int, workdir: Path) -> dict:
     from sqlmodel import Session
 
+    from core.settings import reset_settings
     from db.crud import add_message
     from db.engine import make_engine
     from db.migrate import upgrade
-    from db.settings import reset_settings
-    from labeling.teacher import prelabel
+    from labeling.teacher.labelling import prelabel
     from tests.support.openai_fixtures import INTENT_RULES
     from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 
@@ -85,8 +85,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="default: OPENAI_CONCURRENCY (8)")
     args = ap.parse_args()
 
-    from db.settings import Settings
-    from labeling.llm import PRICES, PRICES_DATE
+    from core.settings import Settings
+    from labeling.teacher.llm import PRICES, PRICES_DATE
 
     configured = args.concurrency or Settings().openai_concurrency
     info = machine_info(("openai", "sqlalchemy", "httpx"))

@@ -172,12 +172,12 @@ class World:
             engine.dispose()
 
     def studio(self) -> Any:
-        from labeling.label_studio import StudioClient
+        from labeling.studio.client import StudioClient
 
         return StudioClient(url=self.studio_url, api_key=self.studio_token)
 
     def project_id(self) -> int | None:
-        from labeling.label_studio import project_title
+        from labeling.studio.config import project_title
 
         project = self.studio().find_project(project_title(HEAD))
         return int(project["id"]) if project else None
@@ -185,9 +185,9 @@ class World:
 
 def annotate_all(world: World) -> None:
     """Answer every unannotated task of the head's project as a human would (the topic in the text)."""
-    from db.settings import reset_settings
-    from labeling.heads import get_head
-    from labeling.label_studio import annotation_result
+    from core.heads import get_head
+    from core.settings import reset_settings
+    from labeling.studio.config import annotation_result
 
     saved = os.environ.get("HEADS_DIR")
     os.environ["HEADS_DIR"] = world.env["HEADS_DIR"]

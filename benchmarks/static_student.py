@@ -25,7 +25,7 @@ PROBE_C = 20.0
 
 
 def _probe(emb_tr: np.ndarray, y_tr: np.ndarray, labels: list[str], encoder_path: Path) -> Any:
-    from training.students import ProbeStudent
+    from training.probe import ProbeStudent
 
     st = ProbeStudent(labels=labels, kind="single", encoder_path=str(encoder_path), max_length=128)
     return st.fit_embeddings(emb_tr, y_tr, C=PROBE_C, tune=False)

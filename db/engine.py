@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
-from db.settings import get_settings
+from core.settings import get_settings
 
 _engines: dict[str, Engine] = {}
 log = logging.getLogger(__name__)

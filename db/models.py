@@ -8,12 +8,13 @@ labels are superseded, queue items change status.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy import DateTime as SADateTime
 from sqlmodel import Field, SQLModel
+
+from core.vocab import ORIGIN_RANK, Origin, QueueStatus, Split  # noqa: F401  (the tables' vocabulary)
 
 
 def utcnow() -> datetime:
@@ -22,33 +23,6 @@ def utcnow() -> datetime:
 
 def _ts(**kwargs: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=SADateTime(timezone=True), **kwargs)
-
-
-class Split(StrEnum):
-    POOL = "pool"
-    HOLDOUT = "holdout"
-
-
-class Origin(StrEnum):
-    """Where a label came from. Precedence: human > import > llm > synthetic (see ORIGIN_RANK)."""
-
-    HUMAN = "human"
-    IMPORT = "import"
-    LLM = "llm"
-    SYNTHETIC = "synthetic"
-
-
-ORIGIN_RANK: dict[str, int] = {Origin.HUMAN: 4, Origin.IMPORT: 3, Origin.LLM: 2, Origin.SYNTHETIC: 1}
-
-
-class QueueStatus(StrEnum):
-    PENDING = "pending"  # chosen, not yet in Label Studio
-    PUSHED = "pushed"  # a Label Studio task exists
-    LABELLED = "labelled"  # a human label was pulled
-    SKIPPED = "skipped"  # the annotator skipped / cancelled it
-    REVIEW = "review"  # annotators disagree, needs a reviewer
-    DELETED = "deleted"  # the Label Studio task was deleted
-    DROPPED = "dropped"  # removed from the queue by distilloop
 
 
 class Message(SQLModel, table=True):
@@ -238,7 +212,7 @@ class Job(SQLModel, table=True):
 
 
 class TeacherTrust(SQLModel, table=True):
-    """How far to trust the LLM teacher on a head, label by label (``labeling.trust``): one row per head,
+    """How far to trust the LLM teacher on a head, label by label (``training.trust``): one row per head,
     recomputed after every Label Studio pull and holdout import."""
 
     __tablename__ = "teacher_trust"

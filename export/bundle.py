@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session
 
+from core.settings import get_settings
+from core.vocab import Progress
 from db.models import Export
-from db.settings import get_settings
 from export import layout
 from export.convert import OPSET, export_onnx, quantize_int8
 from export.gate import gate
@@ -55,7 +55,6 @@ from training.inference import (
 )
 from training.service import get_model_version, load_model_version_student
 
-Progress = Callable[[int, int | None], Any] | None
 STEPS = 8
 WORKFLOW_HEADS = ("intent", "context", "worthiness", "emotion")
 
@@ -147,7 +146,7 @@ def export_bundle(
     Returns the manifest (``heads``: what went in, with gate, metrics and parity; ``excluded``: heads left out
     because they fail their gate). Raises :class:`ExportRefused` when no head passes, :class:`BundleMismatch`
     when the heads do not share an encoder and tokenizer."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     step = progress or (lambda done, total: None)
     if not heads or len(set(heads)) != len(heads):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: thresholds whose metric must stay BELOW the threshold (all others must reach it)
-LOWER_IS_BETTER = {"ece_max": "ece"}
+from core.vocab import LOWER_IS_BETTER, metric_value
 
 
 @dataclass(frozen=True)
@@ -69,25 +68,6 @@ class GateResult:
                 line += f"  ({c.note})"
             lines.append(line)
         return "\n".join(lines)
-
-
-def metric_value(metrics: dict[str, Any], name: str) -> float | None:
-    """The value a threshold names, read from an evaluation dict (None when it was not measured)."""
-    if name in LOWER_IS_BETTER:
-        v = metrics.get(LOWER_IS_BETTER[name])
-    elif name == "min_class_f1":
-        per = metrics.get("per_class") or {}
-        f1s = [d.get("f1") for d in per.values() if isinstance(d, dict) and d.get("f1") is not None]
-        v = min(f1s) if f1s else None
-    elif name == "min_label_f1":
-        per = metrics.get("per_label") or {}
-        f1s = [d.get("f1") for d in per.values() if isinstance(d, dict) and d.get("f1") is not None]
-        v = min(f1s) if f1s else None
-    else:
-        v = metrics.get(name)
-    if v is None or isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v)
 
 
 def gate(head_def: Any, metrics: dict[str, Any] | None) -> GateResult:

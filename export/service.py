@@ -13,7 +13,6 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, select
 
+from core.settings import get_settings
+from core.vocab import GOLD_ORIGINS, Progress
 from db import crud
 from db.models import Export, Message, ModelVersion
-from db.settings import get_settings
 from export import layout
 from export.convert import OPSET, export_onnx, quantize_int8
 from export.gate import GateResult, gate
@@ -39,7 +39,6 @@ from training.service import get_model_version, load_model_version_student
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int | None], Any] | None
 
 MODEL_FILE = "model.onnx"
 MODEL_INT8_FILE = "model.int8.onnx"
@@ -50,8 +49,6 @@ STEPS = 8
 #: texts used for parity when the holdout has no labels (only reachable with --force)
 UNLABELLED_PARITY_TEXTS = 256
 LATENCY_CALLS = 100
-#: the holdout's gold labels (as training.service evaluates them): never the LLM's
-GOLD_ORIGINS = ("human", "import")
 
 
 class ExportRefused(ValueError):
@@ -206,7 +203,7 @@ def export_head(
 ) -> Export:
     """Export a head's model version (default: the latest) to ``MODELS_DIR/final/<head>/`` if it passes its
     gate (or ``force``), and record an Export row. Raises :class:`ExportRefused` when the gate fails."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     step = progress or (lambda done, total: None)
     head_def = get_head(head)

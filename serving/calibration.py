@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from core.vocab import GOLD_ORIGINS
 from serving.guarantee import GuaranteedThreshold, check_levels, ltt_threshold, more_needed_sentence
 
 CASCADE_FILE = "cascade.json"
@@ -141,7 +142,7 @@ def _thin(curve: list[CurvePoint], keep: int = _CURVE_POINTS_KEPT) -> list[Curve
 
 def cascade_file(head: str, models_dir: Path | None = None) -> Path:
     if models_dir is None:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         models_dir = get_settings().models_dir
     return Path(models_dir) / "final" / head / CASCADE_FILE
@@ -198,7 +199,7 @@ def holdout_examples(session: Any, *, head: str) -> tuple[list[int], list[str], 
     from db.crud import chunked, effective_labels
     from db.models import Message
 
-    gold = effective_labels(session, head=head, split="holdout", origins=["human", "import"])
+    gold = effective_labels(session, head=head, split="holdout", origins=GOLD_ORIGINS)
     ids = sorted(gold)
     texts: dict[int, str] = {}
     for part in chunked(ids):
@@ -238,7 +239,7 @@ def calibrate_head(
         check_levels(target_accuracy, confidence)
     elif not 0.0 < confidence < 1.0:
         raise ValueError(f"expected --confidence strictly between 0 and 1, found {confidence}")
-    from labeling.heads import get_head
+    from core.heads import get_head
     from serving.predictor import (
         head_name_of,
         label_thresholds_of,
@@ -249,7 +250,7 @@ def calibrate_head(
 
     head_def = get_head(head)
     if model is None:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         model = get_settings().models_dir / "final" / head
     model_path = Path(model) if isinstance(model, (str, Path)) else None

@@ -109,7 +109,7 @@ class ServingClassifier:
         shadow: ShadowMode | ShadowLogger | float | None = None,
         llm: LLMCallable | None = None,
     ) -> None:
-        from labeling.heads import get_head
+        from core.heads import get_head
 
         self.student = load_predictor(model_or_path, head=head)
         name = head or head_name_of(self.student)

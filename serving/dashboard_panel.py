@@ -25,7 +25,7 @@ def render_monitoring(session_factory: Callable[[], AbstractContextManager[Any]]
     import altair as alt
     import streamlit as st
 
-    from labeling.heads import load_heads
+    from core.heads import load_heads
     from serving.monitoring import break_even, drift_status, timeseries
     from serving.retrain import retrain, retrain_policy
 

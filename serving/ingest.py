@@ -37,7 +37,7 @@ def ingest_shadow(
     ``with_llm_only``: only rows the LLM was asked about (shadow-sampled or cascaded: the ones that teach the
     student something); student-only rows stay in the log for monitoring. Returns counts.
     """
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     q = select(ShadowLog).where(col(ShadowLog.ingested).is_(False)).order_by(ShadowLog.id)
     if head is not None:

@@ -1,7 +1,7 @@
 """The LLM seen from production: the original classifier node, called through the teacher's OpenAI code.
 
 An *LLM callable* takes ``(text, context)`` and returns an :class:`LLMAnswer`. Production uses
-:func:`teacher_llm` (``labeling.teacher.classify_texts``, i.e. the same client, prompt, retries and cost
+:func:`teacher_llm` (``labeling.teacher.labelling.classify_texts``, i.e. the same client, prompt, retries and cost
 accounting as the teacher labels); tests pass a small function. A callable may raise: the cascade turns
 any error into a fallback to the student, never into an exception in the workflow.
 """
@@ -32,7 +32,7 @@ LLMCallable = Callable[[str, list[str] | None], LLMAnswer]
 
 
 def from_teacher_answer(answer: Any) -> LLMAnswer:
-    """Adapt ``labeling.teacher.TeacherAnswer`` (or anything with the same attributes)."""
+    """Adapt ``labeling.teacher.labelling.TeacherAnswer`` (or anything with the same attributes)."""
     tokens = getattr(answer, "tokens", None)
     prompt_tokens = getattr(answer, "prompt_tokens", None)
     completion_tokens = getattr(answer, "completion_tokens", None)
@@ -52,7 +52,7 @@ def from_teacher_answer(answer: Any) -> LLMAnswer:
 
 
 def teacher_llm(head: str, *, timeout: float | None = None, max_retries: int | None = None) -> LLMCallable:
-    """The LLM classifier of ``head`` through ``labeling.teacher.classify_texts``.
+    """The LLM classifier of ``head`` through ``labeling.teacher.labelling.classify_texts``.
 
     One OpenAI client (from settings) is built on the first call and reused. ``timeout`` / ``max_retries``
     override OPENAI_TIMEOUT / OPENAI_MAX_RETRIES for production, where a request should fall back to the
@@ -63,8 +63,8 @@ def teacher_llm(head: str, *, timeout: float | None = None, max_retries: int | N
     def client() -> Any:
         with lock:
             if "client" not in state:
-                from db.settings import get_settings
-                from labeling.llm import LLMClient
+                from core.settings import get_settings
+                from labeling.teacher.llm import LLMClient
 
                 s = get_settings()
                 if timeout is None and max_retries is None:
@@ -82,7 +82,7 @@ def teacher_llm(head: str, *, timeout: float | None = None, max_retries: int | N
             return state["client"]
 
     def call(text: str, context: list[str] | None = None) -> LLMAnswer:
-        from labeling.teacher import classify_texts
+        from labeling.teacher.labelling import classify_texts
 
         start = time.perf_counter()
         answers = classify_texts(

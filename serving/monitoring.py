@@ -81,7 +81,7 @@ def _alert_threshold(head: str, alert_threshold: float | None) -> float:
         if not 0 < alert_threshold <= 1:
             raise ValueError(f"expected an alert threshold in (0, 1], found {alert_threshold}")
         return float(alert_threshold)
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     return float(get_head(head).active_learning.retrain_disagreement_rate)
 

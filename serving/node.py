@@ -161,7 +161,7 @@ def make_workflow_node(
     """A LangGraph node ``state -> {output key of each head: its unified_classification dict}`` from one
     bundle call. ``output_keys`` maps heads to state fields (default :data:`DEFAULT_OUTPUT_KEYS`: the intent
     head writes the seed's ``unified_classification``)."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     serving = WorkflowServing(bundle_or_path, heads=heads, cascade=cascade, shadow=shadow, llm=llm)
     keys = {**DEFAULT_OUTPUT_KEYS, **dict(output_keys or {})}

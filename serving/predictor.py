@@ -104,7 +104,7 @@ def load_predictor(model_or_path: Any, *, head: str | None = None) -> Any:
     if isinstance(model_or_path, Predictor):
         return model_or_path
     if isinstance(model_or_path, str) and not Path(model_or_path).exists() and "/" not in model_or_path:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         model_or_path = get_settings().models_dir / "final" / model_or_path
     if isinstance(model_or_path, (str, Path)):

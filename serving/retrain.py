@@ -26,7 +26,7 @@ from serving.monitoring import DEFAULT_MIN_SAMPLES, shadow_frame
 
 def retrain_policy(session: Session, *, head: str, min_samples: int = DEFAULT_MIN_SAMPLES) -> dict[str, Any]:
     """Whether ``head`` should be retrained now, and why (or why not)."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     head_def = get_head(head)
     policy = head_def.active_learning
@@ -106,7 +106,7 @@ def retrain(
                 "expected active_learning.service.run_round (the active-learning round), found it missing: "
                 "this install has no active-learning service"
             ) from e
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     size = n if n is not None else get_head(head).active_learning.batch_size
     rnd = run_round(session, head=head, n=size, progress=progress)

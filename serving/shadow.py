@@ -43,7 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import ShadowLog
-from labeling.studio import pid_alive
+from labeling.studio.server import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class ShadowLogger:
     def _open_marker(self, state_dir: Path | None) -> Path | None:
         """Leave a marker while running; report markers of writers that died without closing."""
         if state_dir is None:
-            from db.settings import get_settings
+            from core.settings import get_settings
 
             state_dir = get_settings().var_dir / "shadow"
         try:

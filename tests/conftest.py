@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.settings import reset_settings
 from db.engine import dispose_engines, make_engine
 from db.migrate import upgrade
-from db.settings import reset_settings
 from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]

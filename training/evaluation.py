@@ -167,7 +167,7 @@ def evaluate_multi_probs(y_true: Sequence[Any], probs: np.ndarray, labels: Seque
 
 
 def evaluate_student(student: Any, texts: Sequence[str], y_true: Sequence[Any], *, positive_label: str | None = None, progress: Any = None) -> dict[str, Any]:
-    """Metrics of a student (see :mod:`training.students`) on labelled texts."""
+    """Metrics of a student (see :mod:`training.student`) on labelled texts."""
     probs = student.predict_proba(list(texts), progress=progress)
     if student.kind == "multi":
         return evaluate_multi_probs(y_true, probs, student.labels, thresholds=list(student.thresholds))

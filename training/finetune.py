@@ -24,14 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from training.students import (
-    ProbeStudent,
-    Progress,
-    Student,
-    check_trainable,
-    targets_matrix,
-    tune_thresholds,
-)
+from core.vocab import Progress
+from training.probe import ProbeStudent
+from training.student import Student, check_trainable, targets_matrix, tune_thresholds
 
 
 @dataclass

@@ -3,7 +3,7 @@ a ModelVersion. The CLI (``distilloop train`` / ``evaluate``) and the dashboard 
 
 Training data: the winning label of every *pool* message (``crud.effective_labels``: human > import >
 llm > synthetic), weighted by its origin (``HeadDef.student.origin_weights``; weight 0 leaves an origin
-out; ``llm: trust`` weighs each LLM label by the teacher's learned precision on its label, ``labeling.trust``). Holdout messages, and messages queued for the holdout, are never trained on.
+out; ``llm: trust`` weighs each LLM label by the teacher's learned precision on its label, ``training.trust``). Holdout messages, and messages queued for the holdout, are never trained on.
 
 Holdout (gold): the human (and imported) labels of holdout messages. The LLM teacher's labels of the
 same messages are scored too (``metrics["teacher"]``), so the student is compared with the node it
@@ -25,25 +25,17 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
+from core.vocab import GOLD_ORIGINS, Progress
 from db import crud
 from db.models import Message, ModelVersion, QueueItem, Split
 from training.evaluation import evaluate_student, evaluate_teacher, headline
 from training.orphans import mark_writer
+from training.registry import METHODS, load_student, new_student
 from training.semi_supervised import PseudoLabelParams
-from training.students import (
-    METHODS,
-    Progress,
-    Student,
-    TrainingDataError,
-    check_trainable,
-    load_student,
-    new_student,
-    targets_matrix,
-)
+from training.student import Student, TrainingDataError, check_trainable, targets_matrix
 
 log = logging.getLogger(__name__)
 
-GOLD_ORIGINS = ("human", "import")
 
 
 @dataclass
@@ -74,7 +66,7 @@ def _texts(session: Session, ids: list[int]) -> dict[int, str]:
 
 
 def _head(head: str) -> Any:
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     return get_head(head)
 
@@ -82,13 +74,13 @@ def _head(head: str) -> Any:
 def training_set(session: Session, *, head: str) -> LabelledSet:
     """The labelled pool messages a student of ``head`` trains on, with their origin weights. With
     ``origin_weights.llm: trust`` an LLM label weighs the teacher's learned precision on the label it gives
-    (``labeling.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label)."""
+    (``training.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label)."""
     hd = _head(head)
     weights = dict(hd.student.origin_weights)
     trust_weights: dict[str, float] | None = None
     trust_info: dict[str, Any] | None = None
     if weights.get("llm") == "trust":
-        from labeling.trust import compute_trust, label_weights
+        from training.trust import compute_trust, label_weights
 
         report = compute_trust(session, head=hd)
         trust_weights = label_weights(report, hd.label_names, prior_trust=hd.teacher.prior_trust)
@@ -117,7 +109,7 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
             skipped["invalid_value"] += 1
             continue
         if lab.origin == "llm" and trust_weights is not None:
-            from labeling.trust import value_weight
+            from training.trust import value_weight
 
             w = value_weight(value, trust_weights, default=hd.teacher.prior_trust)
         chosen.append((mid, value, lab.origin, w))
@@ -210,7 +202,7 @@ def evaluate_on_holdout(student: Student, ho: Holdout, *, head_def: Any, progres
 
 
 def _models_dir() -> Path:
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     return Path(get_settings().models_dir)
 
@@ -531,9 +523,9 @@ def embedding_cache(session: Session, *, prune: bool = False, min_age_s: float =
     import json
     import time
 
-    from labeling.heads import load_heads
+    from core.heads import load_heads
     from training.encoder import cache_entries, encoder_fingerprint, remove_cache_entry, resolve_encoder
-    from training.students import student_encoder_path
+    from training.student import student_encoder_path
 
     users: dict[str, list[str]] = {}
 

@@ -7,7 +7,7 @@ SetFit (Tunstall et al. 2022, https://github.com/huggingface/setfit) learns from
    with a cosine-similarity loss (``setfit.Trainer.train_embeddings`` on a ``SentenceTransformer`` body);
 2. **head**: a logistic regression on the tuned body's embeddings.
 
-Phase 1 is setfit's own code. Phase 2 is the project's probe (:class:`training.students.ProbeStudent`) on the
+Phase 1 is setfit's own code. Phase 2 is the project's probe (:class:`training.probe.ProbeStudent`) on the
 tuned body: it is the same model as setfit's default head (scikit-learn's ``LogisticRegression`` on the
 embeddings; one-vs-rest for multi-label heads, as setfit's ``multi_target_strategy="one-vs-rest"``), and it
 also takes what setfit's head does not: sample weights by label origin, class weights (``balanced``, as every
@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from training.students import ProbeStudent, Progress, Student, check_trainable, targets_matrix
+from core.vocab import Progress
+from training.probe import ProbeStudent
+from training.student import Student, check_trainable, targets_matrix
 
 
 @dataclass

@@ -31,7 +31,7 @@ def cli_errors(*expected: type[BaseException]) -> Iterator[None]:
     except typer.Exit:
         raise
     except OperationalError as e:
-        from db.settings import get_settings, redact_url
+        from core.settings import get_settings, redact_url
 
         url = redact_url(get_settings().effective_database_url)
         fail(f"cannot use the database {url}: {str(e.orig).strip()}. Check DATABASE_URL and that the server is up.")

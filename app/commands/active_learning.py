@@ -26,8 +26,8 @@ def select(
 ) -> None:
     """One round: retrain the probe on every current label, rescore the pool, queue the next batch for humans."""
     from active_learning.service import round_summary, run_round
+    from core.heads import get_head
     from db.engine import session_scope
-    from labeling.heads import get_head
 
     with cli_errors():
         size = n if n is not None else get_head(head).active_learning.batch_size
@@ -79,7 +79,7 @@ def simulate(
     out: Path = typer.Option(Path("var/data/simulation"), "--out", help="Output folder."),
 ) -> None:
     """Simulate active learning with the gold labels as the annotator; compare strategies and seeds in one run."""
-    from active_learning.simulation import SimulationConfig, parse_arm, run_simulation
+    from active_learning.simulation.runner import SimulationConfig, parse_arm, run_simulation
 
     with cli_errors():
         try:

@@ -22,13 +22,14 @@ def init(
 ) -> None:
     """Create or upgrade the database (Alembic migrations); with --demo, load the starter data."""
     from db.service import init_database
+    from labeling.sources.demo import init_with_demo
 
     with cli_errors():
         if demo:
             with progress_bar("loading demo data") as update:
-                info = init_database(demo=True, progress=update)
+                info = init_with_demo(progress=update)
         else:
-            info = init_database(demo=False)
+            info = init_database()
     console.print(f"database ready: {info['database']} (schema {', '.join(info['revisions'])})")
     if demo:
         d = info["demo"]
@@ -42,7 +43,7 @@ def heads(
     heads_dir: Path | None = typer.Option(None, "--heads-dir", help="Extra definitions folder (default: HEADS_DIR)."),
 ) -> None:
     """List the classifier heads: kind, labels, export thresholds, and where each is defined."""
-    from labeling.heads import load_heads
+    from core.heads import load_heads
 
     with cli_errors():
         defs = load_heads(heads_dir)
@@ -70,7 +71,7 @@ def import_(
 ) -> None:
     """Import messages (with or without labels) in one transaction: a bad file is refused whole."""
     from db.engine import session_scope
-    from labeling.importers import import_file
+    from labeling.sources.importers import import_file
 
     with cli_errors(), session_scope() as session, progress_bar(f"importing {file.name}") as update:
         result = import_file(

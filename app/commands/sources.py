@@ -53,7 +53,7 @@ def generate(
 ) -> None:
     """Generate synthetic messages with the LLM (resumable: a rerun asks only for what is missing)."""
     from db.engine import session_scope
-    from labeling.synthetic import generate as run
+    from labeling.teacher.synthetic import generate as run
 
     with cli_errors(), session_scope() as session:
         targets = _parse_per_label(per_label, label)
@@ -94,11 +94,11 @@ def prelabel(
 ) -> None:
     """Label pool messages with the LLM teacher (cached, concurrent, resumable)."""
     from db.engine import session_scope
-    from labeling.teacher import prelabel as run
+    from labeling.teacher.labelling import prelabel as run
 
     with cli_errors(), session_scope() as session:
         if import_file is not None:
-            from labeling.importers import import_file as do_import
+            from labeling.sources.importers import import_file as do_import
 
             with progress_bar(f"importing {import_file.name}") as update:
                 result = do_import(session, path=import_file, text_only=True, text_col=text_col,
@@ -133,7 +133,7 @@ def sync_supabase(
 ) -> None:
     """Import new user messages (with previous turns) from Supabase, from the last watermark on."""
     from db.engine import session_scope
-    from labeling.supabase_sync import sync_supabase as run
+    from labeling.sources.supabase_sync import sync_supabase as run
 
     overrides = {
         "table": table, "text_column": text_column, "role_column": role_column,
@@ -150,7 +150,7 @@ def sync_supabase(
 def redact() -> None:
     """Fill the PII-redacted text of messages that have none (what OpenAI and Label Studio are sent)."""
     from db.engine import session_scope
-    from labeling.redact import redact_pool
+    from labeling.sources.redact import redact_pool
 
     with cli_errors(), session_scope() as session, progress_bar("redacting") as update:
         report = redact_pool(session, progress=update)

@@ -25,8 +25,8 @@ def register(cli: typer.Typer) -> None:
 
 
 def _errors():  # noqa: ANN202
-    from labeling.label_studio import LabelStudioError
-    from labeling.studio import StudioError
+    from labeling.studio.errors import LabelStudioError
+    from labeling.studio.server import StudioError
 
     return cli_errors(ValueError, LookupError, FileNotFoundError, PermissionError, LabelStudioError, StudioError)
 
@@ -36,7 +36,7 @@ def start(
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for /health (the first start migrates)."),
 ) -> None:
     """Start Label Studio on LABEL_STUDIO_URL's port with its data under VAR_DIR (reuses a running one)."""
-    from labeling.studio import start as start_server
+    from labeling.studio.server import start as start_server
 
     with _errors(), progress_bar("starting Label Studio (seconds)") as update:
         st = start_server(timeout=timeout, progress=update)
@@ -46,7 +46,7 @@ def start(
 @studio_cli.command("stop")
 def stop() -> None:
     """Stop the Label Studio server distilloop started."""
-    from labeling.studio import stop as stop_server
+    from labeling.studio.server import stop as stop_server
 
     with _errors():
         stopped = stop_server()
@@ -56,7 +56,7 @@ def stop() -> None:
 @studio_cli.command("status")
 def status() -> None:
     """Is Label Studio running, healthy, and does it accept the API token?"""
-    from labeling.studio import status as server_status
+    from labeling.studio.server import status as server_status
 
     with _errors():
         st = server_status()
@@ -80,8 +80,8 @@ def _print_status(st) -> None:  # noqa: ANN001
 @studio_cli.command("login")
 def login() -> None:
     """Where to log in to Label Studio: the URL, the admin user and where its password is (never the password)."""
-    from db.settings import get_settings
-    from labeling.studio import password_file
+    from core.settings import get_settings
+    from labeling.studio.credentials import password_file
 
     settings = get_settings()
     console.print(f"Label Studio: {settings.label_studio_url.rstrip('/')}/user/login/")
@@ -101,7 +101,7 @@ def annotators_add(
     invite: bool = typer.Option(False, "--invite", help="Print a sign-up link instead (they choose their own password)."),
 ) -> None:
     """Create an annotator account; its password (or sign-up link) is printed once and stored nowhere."""
-    from labeling.annotators import add_annotator
+    from labeling.studio.annotators import add_annotator
 
     with _errors():
         new = add_annotator(email, invite_only=invite)
@@ -118,7 +118,7 @@ def annotators_add(
 @annotators_cli.command("list")
 def annotators_list(removed: bool = typer.Option(False, "--removed", help="Also list removed accounts.")) -> None:
     """The Label Studio accounts (the admin distilloop uses included)."""
-    from labeling.annotators import list_annotators
+    from labeling.studio.annotators import list_annotators
 
     with _errors():
         users = list_annotators(include_removed=removed)
@@ -131,7 +131,7 @@ def annotators_list(removed: bool = typer.Option(False, "--removed", help="Also 
 @annotators_cli.command("remove")
 def annotators_remove(email: str = typer.Argument(..., help="The annotator's e-mail address.")) -> None:
     """Remove an annotator: they see no project any more; the labels they gave stay attributed to them."""
-    from labeling.annotators import remove_annotator
+    from labeling.studio.annotators import remove_annotator
 
     with _errors():
         user = remove_annotator(email)
@@ -148,8 +148,8 @@ def listen(
 ) -> None:
     """Receive Label Studio's annotation webhooks and pull at once; poll every --poll seconds as a fallback."""
     from db.engine import session_scope
-    from labeling.sync_studio import register_webhooks
-    from labeling.webhook import WebhookReceiver
+    from labeling.studio.projects import register_webhooks
+    from labeling.studio.webhook import WebhookReceiver
 
     with _errors():
         receiver = WebhookReceiver(heads=head, host=host, port=port, poll_interval=poll)
@@ -174,7 +174,7 @@ def push(
 ) -> None:
     """Push the head's pending queue items to its Label Studio project (with predictions unless hidden)."""
     from db.engine import session_scope
-    from labeling.sync_studio import push_queue
+    from labeling.studio.push import push_queue
 
     with _errors(), session_scope() as session, progress_bar(f"pushing {head}") as update:
         r = push_queue(session, head=head, limit=limit, progress=update)
@@ -190,7 +190,7 @@ def pull(
 ) -> None:
     """Pull annotations into human labels (incremental, idempotent); report refused annotations."""
     from db.engine import session_scope
-    from labeling.sync_studio import pull_annotations
+    from labeling.studio.pull import pull_annotations
 
     with _errors(), session_scope() as session, progress_bar(f"pulling {head} (tasks)") as update:
         r = pull_annotations(session, head=head, full=full, progress=update)
@@ -210,7 +210,7 @@ def pull(
 def agreement(head: str = typer.Option(..., "--head", help="Head to measure.")) -> None:
     """Inter-annotator agreement: raw agreement, Fleiss' kappa, Cohen's kappa per annotator pair."""
     from db.engine import session_scope
-    from labeling.sync_studio import agreement as compute
+    from labeling.studio.agreement import agreement as compute
 
     with _errors(), session_scope() as session:
         r = compute(session, head=head)
@@ -238,8 +238,8 @@ def holdout_batch(
 ) -> None:
     """Queue a random holdout batch for humans (indistinguishable from other tasks, never trained on)."""
     from db.engine import session_scope
-    from labeling.sync_studio import holdout_batch as make_batch
-    from labeling.sync_studio import push_queue
+    from labeling.studio.push import holdout_batch as make_batch
+    from labeling.studio.push import push_queue
 
     with _errors(), session_scope() as session:
         r = make_batch(session, head=head, n=n, seed=seed)

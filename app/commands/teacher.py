@@ -1,4 +1,4 @@
-"""``distilloop teacher-report``: how far to trust the LLM teacher, label by label (:mod:`labeling.trust`)."""
+"""``distilloop teacher-report``: how far to trust the LLM teacher, label by label (:mod:`training.trust`)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def teacher_report(
     """The teacher's report card: per-label precision against the humans, with its credible interval, and
     the confusions (recomputed and stored first)."""
     from db.engine import session_scope
-    from labeling.trust import NO_EVIDENCE
-    from labeling.trust import teacher_report as build
+    from training.trust import NO_EVIDENCE
+    from training.trust import teacher_report as build
 
     with cli_errors(), session_scope() as session:
         card = build(session, head=head)

@@ -72,7 +72,7 @@ def _save_plot(metrics: dict[str, Any], path: Path) -> None:
 def register(cli: typer.Typer) -> None:
     @cli.command("train")
     def train(
-        head: str = typer.Option(..., "--head", help="classifier head (a file in labeling/heads or HEADS_DIR)"),
+        head: str = typer.Option(..., "--head", help="classifier head (a file in core/heads or HEADS_DIR)"),
         kind: str = typer.Option("probe", "--kind", help="probe (frozen encoder + linear head, seconds), setfit (contrastive fine-tuning of the encoder on label pairs, then the head; minutes) or finetune (whole encoder, Trainer)"),
         per_class: bool = typer.Option(False, "--per-class", help="also print per-label precision/recall/F1"),
         layers: int | None = typer.Option(None, "--layers", help="finetune: keep only the encoder's first N layers (smaller, faster student)"),

@@ -52,10 +52,8 @@ def _import_section() -> None:
         "(`category`, `context`, `is_worthy`, `label`…) and `confidence`/`score`. A file with a bad row is "
         "refused whole: nothing is written."
     )
-    if not ui.has_service("labeling.importers", "import_file"):
-        ui.service("labeling.importers", "import_file")
-        return
-    from labeling.import_paths import ImportPathRefused, imports_dir, resolve_import_path
+    from labeling.sources.import_paths import ImportPathRefused, imports_dir, resolve_import_path
+    from labeling.sources.importers import import_file
 
     heads = list(ui.heads())
     folder = imports_dir()
@@ -77,7 +75,7 @@ def _import_section() -> None:
                 st.error(str(e))
             else:
                 ui.start(
-                    "import", "import", "labeling.importers:import_file", label=f"importing {path.name}",
+                    "import", "import", import_file, label=f"importing {path.name}",
                     path=str(path), head=None if head == NO_HEAD else head, origin=origin, holdout=holdout,
                     text_only=head == NO_HEAD,
                 )
@@ -85,8 +83,10 @@ def _import_section() -> None:
 
     st.divider()
     st.markdown("**Starter data**: a small demo set with teacher labels and a human holdout for the four heads.")
-    if st.button("Load the starter data", key="load_demo") and ui.service("labeling.importers", "load_demo"):
-        ui.start("demo", "import", "labeling.importers:load_demo", label="loading the starter data")
+    if st.button("Load the starter data", key="load_demo"):
+        from labeling.sources.demo import load_demo
+
+        ui.start("demo", "import", load_demo, label="loading the starter data")
         st.rerun()
 
 
@@ -107,13 +107,13 @@ def _synthetic_section(head: str) -> None:
     st.markdown(f"Ask the LLM to write new messages for each label of **{head}** (stored with origin `synthetic`).")
     ready = ui.need_openai_note("Generating synthetic data")
     per_label = st.number_input("Messages per label", min_value=1, max_value=2000, value=20, step=10, key="synth_n")
-    mod = ui.service("labeling.synthetic", "generate") if ready else None
-    if mod is None:
+    if not ready:
         return
+    from labeling.teacher import synthetic
     est_key = f"synth_estimate:{head}:{per_label}"
     if st.button("Estimate the cost", key="synth_estimate"):
         with st.spinner("Estimating…"), ui.session() as s:
-            estimate = ui.call("The estimate failed", mod.generate, s, head=head, per_label=int(per_label), dry_run=True)
+            estimate = ui.call("The estimate failed", synthetic.generate, s, head=head, per_label=int(per_label), dry_run=True)
         if estimate is not None:
             st.session_state[est_key] = estimate
     estimate = st.session_state.get(est_key)
@@ -136,7 +136,7 @@ def _synthetic_section(head: str) -> None:
         )
         if st.button("Generate", key="synth_go", disabled=not ok, type="primary",
                      help=None if ok else "Confirm the estimated cost first."):
-            ui.start("generate", f"generate:{head}", "labeling.synthetic:generate", label=f"generating for {head}",
+            ui.start("generate", f"generate:{head}", synthetic.generate, label=f"generating for {head}",
                      head=head, per_label=int(per_label))
             st.session_state.pop(est_key, None)
     ui.job_status(f"generate:{head}", title="Synthetic generation", on_result=ui.show_report)
@@ -162,10 +162,10 @@ def _supabase_section() -> None:
             "`SUPABASE_KEY` in `.env`, then restart the dashboard."
         )
         return
-    if ui.service("labeling.supabase_sync", "sync_supabase") is None:
-        return
+    from labeling.sources.supabase_sync import sync_supabase
+
     if st.button("Sync now", key="supabase_go", type="primary"):
-        ui.start("supabase", "supabase", "labeling.supabase_sync:sync_supabase", label="syncing Supabase")
+        ui.start("supabase", "supabase", sync_supabase, label="syncing Supabase")
     ui.job_status("supabase", title="Supabase sync", on_result=ui.show_report)
 
 
@@ -178,10 +178,12 @@ def _prelabel_section(head: str) -> None:
     limit = st.number_input("At most this many messages (0 = all)", min_value=0, value=200, step=100, key="pre_n")
     holdout = st.checkbox("Also label the holdout (to score the teacher against the humans; never trained on)",
                           key="pre_holdout")
-    if not ready or ui.service("labeling.teacher", "prelabel") is None:
+    if not ready:
         return
+    from labeling.teacher.labelling import prelabel
+
     if st.button("Prelabel", key="pre_go", type="primary"):
-        ui.start("prelabel", f"prelabel:{head}", "labeling.teacher:prelabel", label=f"prelabelling {head}",
+        ui.start("prelabel", f"prelabel:{head}", prelabel, label=f"prelabelling {head}",
                  head=head, limit=int(limit) or None, include_holdout=holdout)
     ui.job_status(f"prelabel:{head}", title="Prelabelling", on_result=ui.show_report)
 

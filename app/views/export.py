@@ -40,11 +40,11 @@ def _gate_section(head: str, head_def: Any, versions: list[dict[str, Any]], over
                           format_func=lambda i: f"v{i} {by_id[i]['kind']} ({by_id[i]['created_at']:%Y-%m-%d %H:%M})")
     mv = by_id[chosen]
     st.subheader("Gate")
-    mod = ui.service("export.service", "gate", "export_head")
-    if mod is None:
-        return
+    from export.service import export_head
+    from export.service import gate as head_gate
+
     try:
-        gate = status.normalise_gate(mod.gate(head_def, mv["metrics"]))
+        gate = status.normalise_gate(head_gate(head_def, mv["metrics"]))
     except Exception as e:  # noqa: BLE001
         ui.show_error(e, "The gate could not be evaluated")
         return
@@ -82,7 +82,7 @@ def _gate_section(head: str, head_def: Any, versions: list[dict[str, Any]], over
     disabled = not passed and not force
     help_text = "Tick 'Export anyway' to force it." if disabled else None
     if st.button("Export", key="export_go", type="primary", disabled=disabled, help=help_text):
-        ui.start("export", f"export:{head}", "export.service:export_head", label=f"exporting {head} v{mv['id']}",
+        ui.start("export", f"export:{head}", export_head, label=f"exporting {head} v{mv['id']}",
                  head=head, model_version_id=mv["id"], force=bool(force and not passed))
     if disabled:
         st.caption("Export is disabled until the gate passes.")
@@ -149,9 +149,6 @@ def _zip(folder: str, signature: str) -> bytes:
 
 def _latency(head: str, folder: Path) -> None:
     st.subheader("Latency on this machine")
-    if not ui.has_service("training.inference", "ClassifierModel"):
-        ui.service("training.inference", "ClassifierModel")
-        return
     c1, c2, c3 = st.columns(3)
     threads = c1.number_input("Threads", min_value=1, max_value=64, value=1, key="lat_threads")
     variants = ["INT8", "fp32"] if (folder / "model.int8.onnx").is_file() else ["fp32"]
@@ -163,9 +160,10 @@ def _latency(head: str, folder: Path) -> None:
     if st.button("Measure", key="latency_go"):
         texts = queries.holdout_texts(ui.db_url(), head)
         from app import jobs
+        from app.artifacts import measure_latency
 
         job_id, started = jobs.start_job(
-            ui.engine(), kind="latency", key=key, target="app.artifacts:measure_latency", with_session=False,
+            ui.engine(), kind="latency", key=key, target=measure_latency, with_session=False,
             kwargs={"path": str(folder), "texts": texts, "runs": int(runs), "threads": int(threads),
                     "quantized": quant == "INT8"},
             label="timing predict()",

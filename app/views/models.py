@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app import queries, status, ui
+from core.vocab import metric_value
 
 SHOW_AT_MOST = 500  # rows of the disagreement table sent to the browser
 #: what `make bench-coaching` measured on the starter set (README, "Measured")
@@ -104,16 +105,14 @@ def _teacher_card(head: str) -> None:
 
 def _version_label(v: dict[str, Any], head_def: Any) -> str:
     km = status.key_metric(head_def)
-    val = status.metric_value(v["metrics"], km)
+    val = metric_value(v["metrics"], km)
     return f"v{v['id']} {v['kind']} · {km} {ui.fmt_metric(val)} · {v['created_at']:%Y-%m-%d %H:%M}"
 
 
 def _train_section(head: str) -> None:
     st.subheader("Train")
-    if not ui.has_service("training.service", "train_head"):
-        ui.service("training.service", "train_head")
-        return
-    from training.students import METHODS
+    from training.registry import METHODS
+    from training.service import train_head
 
     c1, c2 = st.columns([2, 1])
     kind = c1.radio(
@@ -150,7 +149,7 @@ def _train_section(head: str) -> None:
         if teacher is not None:
             options["distill_from"] = int(teacher)
     if c2.button("Train", key="train_go", type="primary"):
-        ui.start("train", f"train:{head}", "training.service:train_head", label=f"training a {kind} for {head}",
+        ui.start("train", f"train:{head}", train_head, label=f"training a {kind} for {head}",
                  head=head, kind=kind, **options)
     ui.job_status(f"train:{head}", title="Training", on_result=_show_trained)
 
@@ -169,7 +168,7 @@ def _metrics_row(mv: dict[str, Any], head_def: Any) -> None:
     extra = [k for k in ("accuracy", "macro_f1", "micro_f1", "ece") if k in m and k not in names]
     cols = st.columns(len(names) + len(extra) + 1)
     for c, name in zip(cols, names + extra, strict=False):
-        val = status.metric_value(m, name)
+        val = metric_value(m, name)
         thr = head_def.thresholds.get(name)
         delta = None
         if thr is not None and val is not None:
@@ -197,7 +196,7 @@ def _learning_curve(versions: list[dict[str, Any]], head_def: Any) -> None:
     km = status.key_metric(head_def)
     rows = []
     for v in versions:
-        val = status.metric_value(v["metrics"], km)
+        val = metric_value(v["metrics"], km)
         if val is None:
             continue
         rows.append({"version": f"v{v['id']}", "kind": v["kind"], "human labels": _human_count(v) or 0, km: val,
@@ -218,7 +217,7 @@ def _learning_curve(versions: list[dict[str, Any]], head_def: Any) -> None:
     if thr is not None:
         layers.append(_hline(thr, f"threshold {thr:g}", "#c1121f"))
     teacher = (versions[-1]["metrics"].get("teacher") or {})
-    t_val = status.metric_value(teacher, km)
+    t_val = metric_value(teacher, km)
     if t_val is not None:
         layers.append(_hline(t_val, f"LLM teacher {t_val:.3f}", "#6c757d"))
     st.altair_chart(alt.layer(*layers), width="stretch")
@@ -320,11 +319,11 @@ def _disagreements(head: str, head_def: Any, mv: dict[str, Any]) -> None:
     st.markdown("Pool messages where the LLM teacher's label and this student's prediction differ.")
     url = ui.db_url()
     n_pred = queries.prediction_count(url, mv["id"])
-    scored = ui.has_service("training.service", "score_pool")
+    from app.explore import store_pool_scores
+
     key = f"score:{head}"
-    if st.button("Score the pool with this model" if not n_pred else "Rescore the pool", key="score_go",
-                 disabled=not scored, help=None if scored else "training.service.score_pool is not available yet"):
-        ui.start("score", key, "app.explore:store_pool_scores", label=f"scoring the pool for {head}",
+    if st.button("Score the pool with this model" if not n_pred else "Rescore the pool", key="score_go"):
+        ui.start("score", key, store_pool_scores, label=f"scoring the pool for {head}",
                  head=head, model_version_id=mv["id"])
     ui.job_status(key, title="Pool scoring", on_result=lambda r: st.caption(f"{r.get('scored', 0):,} messages scored."))
     if not n_pred:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app import queries, ui
-from db.settings import redact_url
+from core.settings import redact_url
 
 ORIGIN_COLORS = {"human": "#2a9d8f", "import": "#457b9d", "llm": "#e9c46a", "synthetic": "#e76f51"}
 

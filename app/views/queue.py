@@ -74,13 +74,12 @@ def _build_section(head: str, head_def: Any) -> None:
         problem = f"The quotas must add up to 100 %, they add up to {total:g} %."
     if problem:
         st.warning(problem)
-    available = ui.has_service("active_learning.service", "run_round")
-    if not available:
-        ui.service("active_learning.service", "run_round")
-    if st.button("Build the batch", key="round_go", type="primary", disabled=bool(problem) or not available,
+    from active_learning.service import run_round
+
+    if st.button("Build the batch", key="round_go", type="primary", disabled=bool(problem),
                  help=problem):
         mix = {k: v / 100 for k, v in quotas.items() if v > 0}
-        ui.start("round", f"round:{head}", "active_learning.service:run_round", label=f"building a batch for {head}",
+        ui.start("round", f"round:{head}", run_round, label=f"building a batch for {head}",
                  head=head, n=int(n), mix=mix)
     ui.job_status(f"round:{head}", title="Batch", on_result=_show_round)
     _holdout_section(head, head_def)
@@ -93,14 +92,11 @@ def _holdout_section(head: str, head_def: Any) -> None:
         f"{head}). A holdout batch is a random sample of the pool that is moved to the holdout and queued for humans: "
         "it is never trained on."
     )
-    if not ui.has_service("labeling.sync_studio", "holdout_batch"):
-        ui.service("labeling.sync_studio", "holdout_batch")
-        return
     c1, c2 = st.columns([1, 2])
     n = c1.number_input("Holdout messages", min_value=1, max_value=10_000, value=int(head_def.min_holdout),
                         key=f"holdout_n:{head}")
     if c2.button("Queue a holdout batch", key="holdout_go"):
-        from labeling.sync_studio import holdout_batch
+        from labeling.studio.push import holdout_batch
 
         with ui.session() as s:
             res = ui.call("The holdout batch failed", holdout_batch, s, head=head, n=int(n))
@@ -153,17 +149,16 @@ def _studio_section(head: str, summary: dict[str, Any]) -> None:
     else:
         st.markdown(f"Label Studio: [{url}]({url}) (start it with `distilloop studio start`; the project is "
                     "created on the first push).")
-    available = ui.has_service("labeling.sync_studio", "push_queue", "pull_annotations", "agreement")
-    if not available:
-        ui.service("labeling.sync_studio", "push_queue", "pull_annotations", "agreement")
-        return
+    from labeling.studio.pull import pull_annotations
+    from labeling.studio.push import push_queue
+
     c1, c2, c3 = st.columns(3)
     if c1.button("Push the batch", key="push_go", type="primary"):
-        ui.start("push", f"studio:{head}", "labeling.sync_studio:push_queue", label=f"pushing {head}", head=head)
+        ui.start("push", f"studio:{head}", push_queue, label=f"pushing {head}", head=head)
     if c2.button("Pull annotations", key="pull_go"):
-        ui.start("pull", f"studio:{head}", "labeling.sync_studio:pull_annotations", label=f"pulling {head}", head=head)
+        ui.start("pull", f"studio:{head}", pull_annotations, label=f"pulling {head}", head=head)
     if c3.button("Annotator agreement", key="agree_go"):
-        from labeling.sync_studio import agreement
+        from labeling.studio.agreement import agreement
 
         with st.spinner("Computing agreement…"), ui.session() as s:
             st.session_state[f"agreement:{head}"] = ui.call("Agreement failed", agreement, s, head=head)

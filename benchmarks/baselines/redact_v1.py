@@ -1,4 +1,4 @@
-# The rule set distilloop shipped before the recognizers of labeling/pii_recognizers.py: kept as the baseline of
+# The rule set distilloop shipped before the recognizers of labeling/sources/pii_recognizers.py: kept as the baseline of
 # benchmarks/bench_pii.py, not used by the product.
 """Optional PII redaction, applied before any text leaves the machine (OpenAI, Label Studio).
 

@@ -31,8 +31,9 @@ JOB = textwrap.dedent("""
     import sys
     from app.jobs import start_job, wait
     from db.engine import get_engine
+    from labeling.sources.importers import import_file
     engine = get_engine()
-    job_id, _ = start_job(engine, kind="import", key="import:two-writers", target="labeling.importers:import_file",
+    job_id, _ = start_job(engine, kind="import", key="import:two-writers", target=import_file,
                           kwargs={"path": sys.argv[1], "head": "intent", "text_col": "text", "label_col": "label"})
     job = wait(engine, job_id, timeout=400)
     print("job", job.status, job.error)

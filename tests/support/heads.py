@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labeling.heads import MIN_EXAMPLES
+from core.heads import MIN_EXAMPLES
 
 
 def toy_examples(label: str, n: int = MIN_EXAMPLES) -> list[str]:

@@ -1,4 +1,4 @@
-"""ONE real Label Studio server for the test session (started through `labeling.studio.start`).
+"""ONE real Label Studio server for the test session (started through `labeling.studio.server.start`).
 
 The first start of a fresh Label Studio runs its migrations (minutes on a busy 2-core machine); a migrated
 copy of its data folder is kept in `.pytest_cache/` and reused by later sessions, so they start in
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from db.settings import reset_settings
+from core.settings import reset_settings
 from tests.conftest import REPO
 from tests.support.heads import toy_examples
 from tests.support.postgres import free_port
@@ -53,19 +53,19 @@ class LabelStudioServer:
             reset_settings()
 
     def start(self, timeout: float = 900.0):  # noqa: ANN201
-        from labeling.studio import start
+        from labeling.studio.server import start
 
         with self._env():
             return start(timeout=timeout)
 
     def stop(self) -> bool:
-        from labeling.studio import stop
+        from labeling.studio.server import stop
 
         with self._env():
             return stop()
 
     def status(self):  # noqa: ANN201
-        from labeling.studio import status
+        from labeling.studio.server import status
 
         with self._env():
             return status()
@@ -78,8 +78,8 @@ class LabelStudioServer:
     def add_annotator(self, email: str) -> tuple[str, str]:
         """An annotator account made with `distilloop studio annotators add`'s service, then logged into as
         that person would: returns (their password, their own API token)."""
-        from labeling.annotators import add_annotator
-        from labeling.label_studio import StudioClient
+        from labeling.studio.annotators import add_annotator
+        from labeling.studio.client import StudioClient
 
         with self._env():
             new = add_annotator(email, client=StudioClient(url=self.url, api_key=self.token))

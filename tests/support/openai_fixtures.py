@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from db.settings import reset_settings
+from core.settings import reset_settings
 from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 
 #: keywords → intent labels used by the suite's scripted teacher

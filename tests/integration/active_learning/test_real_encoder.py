@@ -13,11 +13,11 @@ import yaml
 from sqlmodel import Session, select
 
 from active_learning.service import run_round
-from active_learning.simulation import SimulationConfig, load_dataset, parse_arm, run_simulation
+from active_learning.simulation.runner import SimulationConfig, load_dataset, parse_arm, run_simulation
+from core.heads import pick_examples
+from core.settings import reset_settings
 from db import crud
 from db.models import QueueItem
-from db.settings import reset_settings
-from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ def test_train_score_explore_and_build_a_batch(sqlite_engine: Engine) -> None:
     pytest.importorskip("training.service")
     pytest.importorskip("active_learning.service")
     from db.engine import session_scope
-    from labeling.importers import load_demo
+    from labeling.sources.demo import load_demo
 
     with session_scope(sqlite_engine) as s:
         load_demo(s)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import reset_settings
 from db.engine import make_engine
 from db.migrate import upgrade
-from db.settings import reset_settings
 from tests.unit.app.conftest import PAGES, make_app, seed_database
 
 pytestmark = pytest.mark.integration

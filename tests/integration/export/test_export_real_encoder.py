@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.heads import pick_examples
 from db import crud
 from export.service import export_head, final_dir
-from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 from training.inference import ClassifierModel
 
@@ -35,9 +35,9 @@ def _rows(name: str, per_label: int) -> list[tuple[str, str]]:
 
 
 def test_probe_export_and_runtime(sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from db.settings import reset_settings
+    from core.settings import reset_settings
     from training.encoder import resolve_encoder
-    from training.students import ProbeStudent
+    from training.probe import ProbeStudent
 
     heads = tmp_path / "heads"
     heads.mkdir()

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from labeling.demo_set import near_duplicates
-from labeling.importers import DEMO_FILE
+from labeling.sources.demo import DEMO_FILE
+from labeling.sources.demo_build import near_duplicates
 from training.encoder import embed
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,14 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from app.cli import cli
+from core.heads import get_head
 from db.models import Label, QueueItem
-from labeling.heads import get_head
-from labeling.label_studio import LabelStudioAuthError, StudioClient, annotation_result
-from labeling.sync_studio import CONSENSUS, agreement, pull_annotations, push_queue
+from labeling.studio.agreement import agreement
+from labeling.studio.client import StudioClient
+from labeling.studio.config import annotation_result
+from labeling.studio.errors import LabelStudioAuthError
+from labeling.studio.pull import CONSENSUS, pull_annotations
+from labeling.studio.push import push_queue
 from tests.integration.labeling.test_studio_sync import _queue
 from tests.support.label_studio import ADMIN, login_token
 

@@ -12,8 +12,9 @@ from sqlmodel import Session, select
 
 from db import crud
 from db.models import QueueItem
-from labeling.label_studio import StudioClient
-from labeling.sync_studio import pull_annotations, push_queue
+from labeling.studio.client import StudioClient
+from labeling.studio.pull import pull_annotations
+from labeling.studio.push import push_queue
 
 pytestmark = pytest.mark.integration
 

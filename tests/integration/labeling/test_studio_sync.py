@@ -8,25 +8,17 @@ import time
 import pytest
 from sqlmodel import Session, select
 
+from core.heads import get_head
+from core.settings import get_settings
 from db import crud
 from db.models import Label, Message, QueueItem
-from db.settings import get_settings
-from labeling.heads import get_head
-from labeling.label_studio import (
-    LabelConfigConflict,
-    LabelStudioAuthError,
-    LabelStudioUnavailable,
-    StudioClient,
-    annotation_result,
-)
-from labeling.sync_studio import (
-    CONSENSUS,
-    agreement,
-    ensure_project,
-    holdout_batch,
-    pull_annotations,
-    push_queue,
-)
+from labeling.studio.agreement import agreement
+from labeling.studio.client import StudioClient
+from labeling.studio.config import annotation_result
+from labeling.studio.errors import LabelConfigConflict, LabelStudioAuthError, LabelStudioUnavailable
+from labeling.studio.projects import ensure_project
+from labeling.studio.pull import CONSENSUS, pull_annotations
+from labeling.studio.push import holdout_batch, push_queue
 from tests.support.label_studio import ADMIN, write_head
 
 pytestmark = pytest.mark.integration

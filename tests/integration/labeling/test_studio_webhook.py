@@ -7,12 +7,14 @@ import time
 import pytest
 from sqlmodel import Session, select
 
+from core.heads import get_head
 from db import crud
 from db.models import QueueItem
-from labeling.heads import get_head
-from labeling.label_studio import StudioClient, annotation_result
-from labeling.sync_studio import push_queue, register_webhooks
-from labeling.webhook import WebhookReceiver
+from labeling.studio.client import StudioClient
+from labeling.studio.config import annotation_result
+from labeling.studio.projects import register_webhooks
+from labeling.studio.push import push_queue
+from labeling.studio.webhook import WebhookReceiver
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.integration

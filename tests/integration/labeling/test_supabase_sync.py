@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
+from core.settings import reset_settings
 from db import crud
 from db.models import Message
-from db.settings import reset_settings
-from labeling.supabase_sync import (
+from labeling.sources.supabase_sync import (
     SupabaseNotConfiguredError,
     SupabaseSchemaError,
     read_kb_passages,
@@ -200,7 +200,7 @@ def test_redaction_keeps_the_original_locally_and_sends_only_the_redacted_text(s
         assert msgs[1].meta["context_redacted"][0] == "user: Hi, my name is [NAME], reach me at [EMAIL]"
         with FakeOpenAIServer(keyword_responder(INTENT_RULES, default="rag_query")) as server:
             openai_env(monkeypatch, server, pii_redaction="true")
-            from labeling.teacher import prelabel
+            from labeling.teacher.labelling import prelabel
 
             prelabel(session, head="intent")
             sent = "\n".join(r.last_user_text for r in server.requests)
@@ -223,7 +223,7 @@ def test_knowledge_base_passages_ground_rag_queries(sqlite_engine, chatdb, monke
     def answer(req):
         return {"messages": [{"text": f"how do I handle item {i} from the handbook?", "label": "rag_query"} for i in range(3)]}
 
-    from labeling.synthetic import generate
+    from labeling.teacher.synthetic import generate
 
     with FakeOpenAIServer(answer) as server, Session(sqlite_engine) as session:
         openai_env(monkeypatch, server)

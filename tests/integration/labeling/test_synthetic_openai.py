@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from db import crud
 from db.models import Label, LLMCall, Message
-from labeling.synthetic import generate, prompt_version
+from labeling.teacher.synthetic import generate, prompt_version
 from tests.support.openai_fixtures import openai_env
 from tests.support.openai_server import FakeOpenAIServer, Fault
 
@@ -65,7 +65,7 @@ def test_generate_stores_n_per_label_with_model_and_prompt_version(session, monk
     for lab in labels:
         by_label[lab.value] = by_label.get(lab.value, 0) + 1
     assert by_label == {"rag_query": 12, "chitchat": 4} and report["created"] == by_label
-    version = prompt_version(__import__("labeling.heads").heads.get_head("intent"))
+    version = prompt_version(__import__("core.heads").heads.get_head("intent"))
     for lab in labels:
         assert lab.annotator == "gpt-4o-mini" and lab.meta == {"model": "gpt-4o-mini", "prompt_version": version}
         msg = session.get(Message, lab.message_id)

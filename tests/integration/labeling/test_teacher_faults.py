@@ -21,8 +21,8 @@ from sqlmodel import Session, col, select
 
 from db import crud
 from db.models import Label, LLMCall
-from labeling.synthetic import generate
-from labeling.teacher import prelabel
+from labeling.teacher.labelling import prelabel
+from labeling.teacher.synthetic import generate
 from tests.support import openai_fixtures
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import BODY_FAULTS, FakeOpenAIServer, body_fault, keyword_responder

@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlmodel import Session, col, select
 
+from core.settings import reset_settings
 from db import crud
 from db.models import Label, LLMCall
-from db.settings import reset_settings
-from labeling.llm import LLMNotConfiguredError
-from labeling.teacher import classify_texts, prelabel, prompt_version
+from labeling.teacher.labelling import classify_texts, prelabel, prompt_version
+from labeling.teacher.llm import LLMNotConfiguredError
 from tests.support import openai_fixtures
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import FakeOpenAIServer, Fault, Reply, keyword_responder
@@ -54,7 +54,7 @@ def test_prelabel_labels_pool_with_logprob_confidence(session, intent_server):
         assert lab.origin == "llm" and lab.annotator == "gpt-4o-mini"
         assert lab.confidence == pytest.approx(0.7, abs=1e-4)  # from the label tokens, not the stated 0.8
         assert lab.meta["confidence_source"] == "logprobs"
-        assert lab.meta["prompt_version"] == prompt_version(__import__("labeling.heads").heads.get_head("intent"))
+        assert lab.meta["prompt_version"] == prompt_version(__import__("core.heads").heads.get_head("intent"))
     assert report["labelled"] == len(TEXTS) and report["failed"] == 0 and report["stopped"] is None
     assert report["llm_calls"] == intent_server.count() == len(TEXTS)
     assert report["confidence_sources"] == {"logprobs": len(TEXTS)}
@@ -130,7 +130,7 @@ def test_cache_second_run_makes_zero_calls(session, intent_server):
 
 
 def test_changed_guidelines_change_the_prompt_version_and_miss_the_cache(sqlite_engine, intent_server, tmp_path, monkeypatch):
-    from labeling.heads import SHIPPED_DIR
+    from core.heads import SHIPPED_DIR
 
     with Session(sqlite_engine) as session:
         seed(session, list(TEXTS)[:3])

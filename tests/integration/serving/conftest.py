@@ -27,9 +27,9 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported_intent(sqlite_engine: Engine, tiny_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """MODELS_DIR/final/intent written by ``export.service.export_head`` from a tiny student; the holdout
     gold labels agree with the model except on its 8 least confident messages."""
+    from core.heads import get_head
     from db import crud
     from export.service import export_head, final_dir
-    from labeling.heads import get_head
     from tests.unit.export.tiny import TinyStudent, seed_model_version
 
     head = get_head("intent")

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from sqlmodel import Session
 
+from core.heads import pick_examples
+from core.settings import reset_settings
 from db import crud
-from db.settings import reset_settings
-from labeling.heads import pick_examples
 from tests.conftest import DATASETS
 from training.encoder import embed, resolve_encoder
 from training.service import load_model_version_student, train_head

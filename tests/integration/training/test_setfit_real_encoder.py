@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeling.importers import DEMO_FILE
+from labeling.sources.demo import DEMO_FILE
 from training.encoder import resolve_encoder
 from training.setfit_student import SetfitParams, SetfitStudent
 

@@ -13,9 +13,9 @@ from sqlmodel import Session, select
 
 from active_learning.service import label_centroids, label_texts, run_round, zero_shot_probs
 from active_learning.strategies import PoolExhaustedError
+from core.settings import reset_settings
 from db import crud
 from db.models import Label, ModelVersion, QueueItem, Round
-from db.settings import reset_settings
 from tests.support.heads import toy_examples
 from tests.unit.training.conftest import make_tiny_encoder, toy_texts
 
@@ -246,7 +246,7 @@ def test_label_centroids_weigh_the_description_and_each_example_the_same() -> No
 
 
 def test_label_texts_are_the_description_then_the_examples(heads: Path) -> None:
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     texts = label_texts(get_head("toy"))
     assert texts[0] == ["food: messages about food", *toy_examples("food")]

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active_learning.sim_teacher import (
+from active_learning.simulation.runner import SimulationConfig, parse_arm, run_simulation
+from active_learning.simulation.teacher import (
     CurveTrust,
     class_accuracies,
     simulate_class_teacher,
     teacher_precision,
 )
-from active_learning.simulation import SimulationConfig, parse_arm, run_simulation
 from tests.unit.active_learning.test_simulation import dataset, fake_embed  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.unit

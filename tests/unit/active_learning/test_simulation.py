@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active_learning.simulation import (
+from active_learning.simulation.runner import (
     Arm,
     SimulationConfig,
     labels_to_reach,
@@ -128,8 +128,8 @@ def test_parse_arm_semi_and_teacher_prefixes() -> None:
 
 
 def test_semi_arm_trains_the_product_probe_with_pseudo_labels(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.probe import ProbeStudent
     from training.semi_supervised import PseudoLabelParams
-    from training.students import ProbeStudent
 
     seen: list[dict] = []
     real = ProbeStudent.fit_embeddings

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from active_learning.stopping import StoppingConfig, classification_change_stop, cohen_kappa, compute_signals
+from active_learning.stopping import StoppingConfig, classification_change_stop, compute_signals
+from core.agreement import cohen_kappa
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -62,10 +63,10 @@ def test_kappa_is_one_on_perfect_agreement_and_sklearns_otherwise() -> None:
     from sklearn.metrics import cohen_kappa_score
 
     a = np.array([0, 0, 0, 0])
-    assert cohen_kappa(a, a.copy(), 3) == 1.0  # sklearn alone divides by zero here
+    assert cohen_kappa(a, a.copy(), labels=range(3)) == 1.0  # sklearn alone divides by zero here
     b = np.array([0, 1, 2, 2, 1, 0])
     c = np.array([0, 1, 2, 1, 1, 2])
-    assert cohen_kappa(b, c, 3) == pytest.approx(cohen_kappa_score(b, c, labels=[0, 1, 2]))
+    assert cohen_kappa(b, c, labels=range(3)) == pytest.approx(cohen_kappa_score(b, c, labels=[0, 1, 2]))
 
 
 def test_classification_change_threshold_is_checked() -> None:

@@ -44,10 +44,10 @@ def seed_database(engine: Engine, tmp_path: Path, *, head: str = "intent", n_poo
     import numpy as np
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+    from core.heads import get_head
     from db import crud
     from db.engine import session_scope
     from db.models import Export, Prediction, QueueItem, Round
-    from labeling.heads import get_head
 
     head_def = get_head(head)
     labels = head_def.label_names

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from db.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -61,7 +61,7 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://me:hunter2@127.0.0.1:1/x")
     s = Settings()
     assert "sk-very-secret-123" not in repr(s) and "sk-very-secret-123" not in str(s.model_dump())
-    from db.settings import redact_url
+    from core.settings import redact_url
 
     assert "hunter2" not in redact_url(s.effective_database_url)
     get_settings.cache_clear()

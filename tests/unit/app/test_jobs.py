@@ -89,14 +89,6 @@ def test_a_service_error_is_recorded_for_people_and_rolls_back(sqlite_engine: En
         assert crud.count_messages(s) == 0
 
 
-def test_a_missing_service_says_it_is_not_available_yet(sqlite_engine: Engine) -> None:
-    job_id, _ = jobs.start_job(sqlite_engine, kind="t", key="missing", target="labeling.no_such_module:run")
-    job = jobs.wait(sqlite_engine, job_id)
-    assert job.status == jobs.FAILED and "not available yet" in job.error
-    with pytest.raises(ValueError, match="package.module:function"):
-        jobs.resolve("no_colon")
-
-
 def test_a_job_whose_process_died_is_marked_interrupted(sqlite_engine: Engine) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     with Session(sqlite_engine) as s:
@@ -116,7 +108,7 @@ def test_a_job_whose_process_died_is_marked_interrupted(sqlite_engine: Engine) -
 
 
 def test_to_jsonable_handles_rows_arrays_and_dataclasses(sqlite_engine: Engine) -> None:
-    from labeling.importers import ImportResult
+    from labeling.sources.importers import ImportResult
 
     with Session(sqlite_engine) as s:
         msg, _ = crud.add_message(s, text="hello")

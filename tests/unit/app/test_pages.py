@@ -275,9 +275,9 @@ def test_finetune_options_reach_the_training_job(seeded: Seeded, app_engine: Eng
 
 def _review_teacher_labels(engine: Engine, seeded: Seeded, n: int = 12) -> dict:
     """Human answers on n pool messages the teacher labelled (every third one disagrees), stored trust."""
+    from core.heads import get_head
     from db import crud
-    from labeling.heads import get_head
-    from labeling.trust import refresh_trust
+    from training.trust import refresh_trust
 
     labels = get_head(seeded.head).label_names
     with Session(engine) as s:
@@ -326,9 +326,9 @@ def test_overview_counts_the_teacher_labels_accepted_without_review(seeded: Seed
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from db.settings import reset_settings
-    from labeling.heads import SHIPPED_DIR, get_head
-    from labeling.trust import auto_accepted_ids
+    from core.heads import SHIPPED_DIR, get_head
+    from core.settings import reset_settings
+    from training.trust import auto_accepted_ids
 
     folder = tmp_path / "heads_auto"
     folder.mkdir()
@@ -348,7 +348,7 @@ def test_overview_counts_the_teacher_labels_accepted_without_review(seeded: Seed
     assert f"{expected:,} teacher labels accepted without review" in _texts(at)
 def test_models_page_offers_every_student_kind_and_the_benchmark_verdict(seeded: Seeded) -> None:
     from app.views.models import BEST_FOR_FEW_LABELS
-    from training.students import METHODS
+    from training.registry import METHODS
 
     at = make_app(seeded.head).run()
     at.switch_page("views/models.py").run()

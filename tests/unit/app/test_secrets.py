@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from app.cli import cli
-from db.settings import reset_settings
+from core.settings import reset_settings
 from tests.support.postgres import free_port
 from tests.unit.app.conftest import PAGES, make_app
 

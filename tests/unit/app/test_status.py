@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app import status
-from labeling.heads import get_head
+from core.heads import get_head
 from tests.unit.app.conftest import Seeded
 
 pytestmark = pytest.mark.unit

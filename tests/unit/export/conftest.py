@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.heads import get_head
+from core.heads import get_head
 from tests.unit.export.tiny import TinyStudent, build_encoder_dir
 
 

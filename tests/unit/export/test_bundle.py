@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from core.heads import get_head
 from db.models import Export
 from export.bundle import BundleMismatch, bundle_dir, export_bundle
 from export.service import ExportRefused
-from labeling.heads import get_head
 from tests.unit.export.tiny import TinyStudent, build_encoder_dir, sample_texts, seed_model_version
 from training.inference import ClassifierModel, ExportFormatError, WorkflowClassifier
 

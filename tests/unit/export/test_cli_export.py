@@ -8,9 +8,9 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from app.cli import cli
+from core.heads import get_head
 from db.models import Export
 from export.service import final_dir
-from labeling.heads import get_head
 from tests.unit.export.tiny import seed_model_version
 
 pytestmark = pytest.mark.unit

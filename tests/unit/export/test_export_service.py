@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from core.heads import get_head
 from db.models import Export
 from export import service
 from export.gate import GateResult
 from export.service import ExportRefused, export_head, final_dir
-from labeling.heads import get_head
 from tests.unit.export.tiny import seed_model_version
 from training.inference import ClassifierModel, ModelLoadError, sha256_file
 
@@ -202,7 +202,7 @@ def test_failed_db_write_undoes_the_swap(db: Session, sqlite_engine: Engine, mak
 
 
 def test_unwritable_export_directory(db: Session, sqlite_engine: Engine, make_student, monkeypatch, tmp_path) -> None:
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     seed_model_version(db, head_def=get_head("intent"), student=make_student("intent"), n_holdout=40)
     blocker = tmp_path / "not-a-folder"
@@ -216,7 +216,7 @@ def test_unwritable_export_directory(db: Session, sqlite_engine: Engine, make_st
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_read_only_export_directory(db: Session, make_student, monkeypatch, tmp_path) -> None:
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     seed_model_version(db, head_def=get_head("intent"), student=make_student("intent"), n_holdout=40)
     ro = tmp_path / "ro"

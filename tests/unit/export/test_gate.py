@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from export.gate import gate, metric_value
-from labeling.heads import get_head
+from core.heads import get_head
+from core.vocab import metric_value
+from export.gate import gate
 
 pytestmark = pytest.mark.unit
 

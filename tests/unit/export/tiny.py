@@ -87,7 +87,7 @@ def make_module(encoder_path: str, n_labels: int, activation: str, seed: int) ->
 
 @dataclass
 class TinyStudent:
-    """The student contract of training.students, with a tiny encoder."""
+    """The student contract of training.student, with a tiny encoder."""
 
     labels: list[str]
     kind: str

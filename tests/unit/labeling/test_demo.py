@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from core.heads import load_heads
 from db import crud
 from db.models import Label, Message
-from labeling.heads import load_heads
-from labeling.importers import DEMO_FILE, load_demo
+from labeling.sources.demo import DEMO_FILE, load_demo
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from core.heads import load_heads
 from db.crud import normalize_text
-from labeling.demo_set import CONTEXTS, INTENTS, apply_fixes, merge, near_duplicates, row_problems
-from labeling.heads import load_heads
-from labeling.importers import DEMO_FILE
+from labeling.sources.demo import DEMO_FILE
+from labeling.sources.demo_build import CONTEXTS, INTENTS, apply_fixes, merge, near_duplicates, row_problems
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.heads import HeadDefinitionError, HeadKind, UnknownHeadError, get_head, load_heads
+from core.heads import HeadDefinitionError, HeadKind, UnknownHeadError, get_head, load_heads
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_user_head_from_heads_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     d.mkdir()
     (d / "banking.yaml").write_text(VALID)
     monkeypatch.setenv("HEADS_DIR", str(d))
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     assert get_head("banking").label_names == ["card_arrival", "lost_or_stolen_card"]
@@ -136,7 +136,7 @@ def test_an_edited_head_file_is_read_again_and_callers_get_their_own_copy(tmp_pa
     path = d / "banking.yaml"
     path.write_text(VALID)
     monkeypatch.setenv("HEADS_DIR", str(d))
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     reset_settings()
     first = get_head("banking")

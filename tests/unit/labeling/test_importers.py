@@ -11,7 +11,7 @@ from sqlmodel import Session, func, select
 
 from db import crud
 from db.models import Label, Message
-from labeling.importers import ImportRefused, import_file
+from labeling.sources.importers import ImportRefused, import_file
 
 
 def _counts(session: Session) -> tuple[int, int]:
@@ -129,7 +129,7 @@ def test_many_bad_rows_are_summarised(session: Session, tmp_path: Path):
 
 
 def test_failure_while_writing_rolls_back(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import labeling.importers as imp
+    import labeling.sources.importers as imp
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

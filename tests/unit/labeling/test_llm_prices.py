@@ -1,4 +1,4 @@
-"""labeling.llm without a server: prices, cost, logprob arithmetic, configuration errors."""
+"""labeling.teacher.llm without a server: prices, cost, logprob arithmetic, configuration errors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from db.settings import reset_settings
-from labeling.llm import (
+from core.settings import reset_settings
+from labeling.teacher.llm import (
     PRICES,
     PRICES_DATE,
     LLMClient,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.bench_pii import load_corpus, score
-from labeling.redact import Redactor
+from labeling.sources.redact import Redactor
 
 pytestmark = pytest.mark.unit
 

@@ -1,10 +1,10 @@
-"""The documented PII rule set of labeling.redact."""
+"""The documented PII rule set of labeling.sources.redact."""
 
 from __future__ import annotations
 
 import pytest
 
-from labeling.redact import redact
+from labeling.sources.redact import redact
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +52,7 @@ def test_ordinary_text_is_left_alone(text):
 
 
 def test_a_plugged_in_recognizer_runs_after_the_built_in_ones(monkeypatch):
-    from db.settings import reset_settings
+    from core.settings import reset_settings
 
     monkeypatch.setenv("PII_RECOGNIZERS", "tests.unit.labeling.test_redact:employee_ids")
     reset_settings()
@@ -70,9 +70,9 @@ def employee_ids(text):  # a user's recognizer: any callable text -> (start, end
 
 
 def test_outbound_uses_stored_redacted_copies_or_redacts_when_switched_on(monkeypatch):
+    from core.settings import reset_settings
     from db.models import Message
-    from db.settings import reset_settings
-    from labeling.redact import outbound
+    from labeling.sources.redact import outbound
 
     stored = Message(text="mail bob@x.org", text_hash="a", text_redacted="mail [EMAIL]",
                      context=["call +33 6 12 34 56 78"], meta={"context_redacted": ["call [PHONE]"]})

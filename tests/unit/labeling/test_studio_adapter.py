@@ -8,13 +8,10 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from labeling.heads import get_head, load_head_file
-from labeling.label_studio import (
+from core.heads import get_head, load_head_file
+from labeling.studio.client import StudioClient
+from labeling.studio.config import (
     AnnotationError,
-    LabelStudioAuthError,
-    LabelStudioError,
-    LabelStudioUnavailable,
-    StudioClient,
     annotation_result,
     build_label_config,
     config_label_names,
@@ -23,6 +20,7 @@ from labeling.label_studio import (
     prediction,
     task_data,
 )
+from labeling.studio.errors import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailable
 
 pytestmark = pytest.mark.unit
 

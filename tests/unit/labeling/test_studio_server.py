@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from db.settings import reset_settings
-from labeling import studio
-from labeling.webhook import WebhookReceiver
+from core.settings import reset_settings
+from labeling.studio import credentials
+from labeling.studio.server import server as studio
+from labeling.studio.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.unit
 
@@ -66,20 +67,20 @@ def test_status_when_down_and_stop_when_nothing_runs(monkeypatch: pytest.MonkeyP
 
 
 def test_token_file_is_private_and_stable() -> None:
-    first = studio._token_for_start()
-    path = studio._paths()["token"]
+    first = credentials.token_for_start()
+    path = credentials.studio_paths()["token"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert studio._token_for_start() == first == studio.read_token() and len(first) == 40
+    assert credentials.token_for_start() == first == credentials.read_token() and len(first) == 40
 
 
 def test_configured_key_wins_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "abc")
     reset_settings()
     with pytest.raises(studio.StudioError, match="too short"):
-        studio._token_for_start()
+        credentials.token_for_start()
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a-long-enough-key")
     reset_settings()
-    assert studio._token_for_start() == "a-long-enough-key"
+    assert credentials.token_for_start() == "a-long-enough-key"
 
 
 def test_child_environment_drops_our_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +88,7 @@ def test_child_environment_drops_our_variables(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("PORT", "1")
     reset_settings()
-    env = studio._child_env(studio._paths(), "tok-123456", "pw-abcdefgh")
+    env = studio._child_env(credentials.studio_paths(), "tok-123456", "pw-abcdefgh")
     assert "DATABASE_URL" not in env and "OPENAI_API_KEY" not in env and "PORT" not in env
     assert env["LABEL_STUDIO_USER_TOKEN"] == "tok-123456" and env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert env["LABEL_STUDIO_PASSWORD"] == "pw-abcdefgh" and env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
@@ -96,18 +97,18 @@ def test_child_environment_drops_our_variables(monkeypatch: pytest.MonkeyPatch) 
 
 def test_admin_password_generated_once_for_its_owner_or_taken_from_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
-    assert studio.admin_password() is None  # nothing before the first start
-    first, generated = studio._password_for_start()
-    again, generated_again = studio._password_for_start()
+    assert credentials.admin_password() is None  # nothing before the first start
+    first, generated = credentials.password_for_start()
+    again, generated_again = credentials.password_for_start()
     assert generated and not generated_again and first == again and len(first) >= 16
-    assert oct(studio.password_file().stat().st_mode & 0o777) == "0o600" and studio.admin_password() == first
+    assert oct(studio.password_file().stat().st_mode & 0o777) == "0o600" and credentials.admin_password() == first
     monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "short")
     reset_settings()
     with pytest.raises(studio.StudioError, match="too short"):
-        studio._password_for_start()
+        credentials.password_for_start()
     monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "a-password-of-mine")
     reset_settings()
-    assert studio._password_for_start() == ("a-password-of-mine", False) and studio.admin_password() == "a-password-of-mine"
+    assert credentials.password_for_start() == ("a-password-of-mine", False) and credentials.admin_password() == "a-password-of-mine"
 
 
 def test_health_needs_a_label_studio_answer() -> None:

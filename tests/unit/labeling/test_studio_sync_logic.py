@@ -6,10 +6,13 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from sqlmodel import Session, select
 
+from core.agreement import cohen_kappa, fleiss_kappa
+from core.heads import get_head
 from db import crud
 from db.models import QueueItem
-from labeling.heads import get_head
-from labeling.sync_studio import CONSENSUS, _resolve, agreement, cohen_kappa, fleiss_kappa, holdout_batch
+from labeling.studio.agreement import agreement
+from labeling.studio.pull import CONSENSUS, _resolve
+from labeling.studio.push import holdout_batch
 
 pytestmark = pytest.mark.unit
 
@@ -157,8 +160,9 @@ def test_consensus_is_retracted_when_a_changed_answer_leaves_no_majority(sqlite_
 def test_push_while_label_studio_is_down_changes_nothing(sqlite_engine) -> None:
     import socket
 
-    from labeling.label_studio import LabelStudioUnavailable, StudioClient
-    from labeling.sync_studio import push_queue
+    from labeling.studio.client import StudioClient
+    from labeling.studio.errors import LabelStudioUnavailable
+    from labeling.studio.push import push_queue
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -1,11 +1,11 @@
-"""labeling.synthetic without a server: defaults, batch specs, item validation, estimates."""
+"""labeling.teacher.synthetic without a server: defaults, batch specs, item validation, estimates."""
 
 from __future__ import annotations
 
 import pytest
 
-from labeling.heads import get_head
-from labeling.synthetic import (
+from core.heads import get_head
+from labeling.teacher.synthetic import (
     _targets,
     default_per_label,
     estimate,

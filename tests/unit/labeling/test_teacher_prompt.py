@@ -7,9 +7,16 @@ import math
 
 import pytest
 
-from labeling.heads import get_head
-from labeling.llm import ChatResult, TokenLogprob
-from labeling.teacher import cache_key, interpret, prompt_version, response_schema, system_prompt, user_prompt
+from core.heads import get_head
+from labeling.teacher.labelling import (
+    cache_key,
+    interpret,
+    prompt_version,
+    response_schema,
+    system_prompt,
+    user_prompt,
+)
+from labeling.teacher.llm import ChatResult, TokenLogprob
 
 pytestmark = pytest.mark.unit
 

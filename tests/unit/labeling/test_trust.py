@@ -1,4 +1,4 @@
-"""Teacher trust (labeling.trust): the estimator against hand-computed posteriors, the no-evidence case,
+"""Teacher trust (training.trust): the estimator against hand-computed posteriors, the no-evidence case,
 targeted reviews as a census, multi-label heads, and the database service (evidence, storage, auto-accept)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import yaml
 from sqlmodel import Session
 
 from active_learning.strategies import STRATEGIES
+from core.settings import reset_settings
 from db import crud
 from db.models import QueueItem, TeacherTrust
-from db.settings import reset_settings
-from labeling.trust import (
+from tests.support.heads import toy_examples
+from training.trust import (
     NO_EVIDENCE,
     TARGETED_STRATEGIES,
     accepted_labels,
@@ -26,7 +27,6 @@ from labeling.trust import (
     trust_arrays,
     value_weight,
 )
-from tests.support.heads import toy_examples
 
 pytestmark = pytest.mark.unit
 
@@ -166,7 +166,7 @@ def test_evidence_and_storage(sqlite_engine, tmp_path: Path, monkeypatch: pytest
 def test_auto_accept_keeps_trusted_teacher_labels_out_of_the_queue(sqlite_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from active_learning.service import candidate_ids
     from app.status import teacher_trust_summary
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     _head_dir(tmp_path, monkeypatch, auto_accept=0.6)
     with Session(sqlite_engine) as s:

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from core.heads import get_head
 from db.models import ShadowLog
-from labeling.heads import get_head
 from serving.node import build_single_node_graph, make_workflow_node
 from serving.shadow import ShadowLogger, ShadowMode
 from serving.workflow import WorkflowServing

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labeling.heads import get_head
+from core.heads import get_head
 from tests.conftest import REPO
 from tests.unit.export.tiny import TinyStudent, build_encoder_dir, sample_texts, seed_model_version
 from training.inference import (

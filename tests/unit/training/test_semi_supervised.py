@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from labeling.heads import StudentConfig
+from core.heads import StudentConfig
+from training.probe import ProbeStudent
+from training.registry import load_student
 from training.semi_supervised import PseudoLabelParams, knn_graph, propagate, pseudo_label
-from training.students import ProbeStudent, load_student
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from sqlmodel import Session, select
 
+from core.settings import reset_settings
 from db import crud
 from db.models import Message, ModelVersion, QueueItem
-from db.settings import reset_settings
 from tests.support.heads import toy_examples
 from tests.unit.training.conftest import toy_texts
 from training.service import (
@@ -20,7 +20,7 @@ from training.service import (
     train_head,
     training_set,
 )
-from training.students import TrainingDataError
+from training.student import TrainingDataError
 
 pytestmark = pytest.mark.unit
 
@@ -296,7 +296,7 @@ def test_probe_warm_starts_from_the_previous_probe_and_lands_where_a_cold_fit_do
 def test_probe_init_of_the_wrong_shape_is_refused(tiny_encoder: Path):
     import numpy as np
 
-    from training.students import new_student
+    from training.registry import new_student
 
     student = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))
     emb = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
@@ -325,7 +325,7 @@ def test_pool_is_scored_with_the_features_the_probe_learned_on(sqlite_engine, he
 def test_a_previous_head_of_another_embedding_size_is_not_a_starting_point(tiny_encoder: Path):
     import numpy as np
 
-    from training.students import new_student
+    from training.registry import new_student
 
     texts, topics = zip(*toy_texts(30, seed=3), strict=True)
     student = new_student("probe", labels=TOPICS, kind="single", encoder=str(tiny_encoder))

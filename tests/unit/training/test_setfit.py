@@ -21,9 +21,9 @@ from db.models import ModelVersion
 from tests.unit.training.conftest import toy_texts
 from tests.unit.training.test_service import TOPICS, _seed, heads  # noqa: F401  (fixture)
 from training.encoder import embed
+from training.registry import load_student
 from training.service import label_example_rows, load_model_version_student, sweep_stale_runs, train_head
 from training.setfit_student import SetfitParams, SetfitStudent
-from training.students import load_student
 
 pytestmark = pytest.mark.unit
 
@@ -117,8 +117,8 @@ def test_train_setfit_through_the_service_single_binary_multi(sqlite_engine, hea
 
 
 def test_label_examples_are_extra_rows_but_never_holdout_messages(sqlite_engine, heads: Path):  # noqa: F811
+    from core.heads import get_head
     from db.models import Message
-    from labeling.heads import get_head
 
     examples = {"food": ["pizza and cheese soup", "rice with salad please", "bread coffee apple", "soup and bread", "cheese pizza"],
                 "money": ["card payment refund", "bank transfer fee", "cash balance", "a fee on my card"],

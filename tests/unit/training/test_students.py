@@ -9,13 +9,9 @@ import pytest
 
 from tests.unit.training.conftest import toy_texts
 from training.finetune import FinetuneParams
-from training.students import (
-    ProbeStudent,
-    TrainingDataError,
-    load_student,
-    new_student,
-    tune_thresholds,
-)
+from training.probe import ProbeStudent
+from training.registry import load_student, new_student
+from training.student import TrainingDataError, tune_thresholds
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 Label Studio posts ``ANNOTATION_CREATED``/``ANNOTATION_UPDATED``/``ANNOTATIONS_DELETED``/``TASKS_DELETED`` to
 ``http://HOST:PORT/webhook``; the receiver answers at once and a worker thread runs an incremental
-:func:`labeling.sync_studio.pull_annotations` for the head whose project sent it. Every ``poll_interval``
+:func:`labeling.studio.pull.pull_annotations` for the head whose project sent it. Every ``poll_interval``
 seconds the worker pulls every head anyway, so an event that never arrived (receiver down, network) is
 caught by the next poll: the pull is incremental and idempotent, so pulling twice costs little and
 records nothing twice. ``GET /health`` reports counters.
@@ -21,13 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger(__name__)
-
 PullFn = Callable[[str], dict[str, Any]]
 
 
 def _default_pull(head: str) -> dict[str, Any]:
     from db.engine import session_scope
-    from labeling.sync_studio import pull_annotations
+    from labeling.studio.pull import pull_annotations
 
     with session_scope() as session:
         return pull_annotations(session, head=head)
@@ -37,7 +36,7 @@ def project_heads(heads: list[str]) -> dict[int, str]:
     """{Label Studio project id: head} from the projects recorded in the database."""
     from db import crud
     from db.engine import session_scope
-    from labeling.sync_studio import _project_key
+    from labeling.studio.projects import _project_key
 
     out: dict[int, str] = {}
     with session_scope() as session:

@@ -1,6 +1,6 @@
 """The starter set's tooling: build ``data/demo/messages.jsonl`` from the writers' files, and its checks.
 
-``python -m labeling.demo_set SOURCE.jsonl... [--out data/demo/messages.jsonl]`` merges the files in the
+``python -m labeling.sources.demo_build SOURCE.jsonl... [--out data/demo/messages.jsonl]`` merges the files in the
 order given (the relabelled rows of the previous demo set first: they keep their split), applies the label
 fixes of a review (``--fixes FILE``: JSONL rows, a ``text`` and the fields it changes), checks every row
 (fields, the consistency of the four heads' labels), drops exact duplicates (the importer's normalized
@@ -161,9 +161,9 @@ def build(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m labeling.demo_set", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m labeling.sources.demo_build", description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="+", type=Path, help="JSONL files by the labelling guide, merged in this order")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "demo" / "messages.jsonl")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "data" / "demo" / "messages.jsonl")
     ap.add_argument("--fixes", type=Path, help="JSONL: the text of a row and the label fields a review changed")
     args = ap.parse_args(argv)
     report = build(args.sources, args.out, fixes=args.fixes)

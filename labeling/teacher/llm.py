@@ -80,7 +80,7 @@ class BadAnswerError(RuntimeError):
 def price_for(model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens for ``model`` (settings override first; dated snapshots such as
     ``gpt-4o-mini-2024-07-18`` use their family's price); None when unknown."""
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     if s.openai_input_price_per_mtok is not None and s.openai_output_price_per_mtok is not None:
@@ -106,7 +106,7 @@ def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
 
 def unknown_price_note(model: str) -> str:
     return (
-        f"no price known for model {model!r}: cost is unknown (not zero). Add it to labeling/llm.py PRICES "
+        f"no price known for model {model!r}: cost is unknown (not zero). Add it to labeling/teacher/llm.py PRICES "
         "or set OPENAI_INPUT_PRICE_PER_MTOK and OPENAI_OUTPUT_PRICE_PER_MTOK."
     )
 
@@ -175,7 +175,7 @@ class LLMClient:
 
     @classmethod
     def from_settings(cls) -> LLMClient:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         if s.openai_api_key is None or not s.openai_api_key.get_secret_value().strip():

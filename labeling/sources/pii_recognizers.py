@@ -20,7 +20,7 @@ What each uses, and why (figures: ``benchmarks/bench_pii.py`` on the planted-PII
   "cc"), a title ("Dr.", "Ms.") or a sign-off ("Thanks,"); and any first name from Faker's person lists (86
   locales, about 21,000 names) with a capitalised surname after it. A listed first name that is also a
   common word or place ("Will", "May", "Paris") needs a cue or a surname. Plug a model in with
-  ``PII_RECOGNIZERS`` (see :mod:`labeling.redact`).
+  ``PII_RECOGNIZERS`` (see :mod:`labeling.sources.redact`).
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ _PII_DATA = Path(__file__).parent / "pii_data"
 
 @lru_cache(maxsize=1)
 def _name_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
-    """(first names, last names, ambiguous, common) from ``labeling/pii_data/`` (generated from Faker's
+    """(first names, last names, ambiguous, common) from ``labeling/sources/pii_data/`` (generated from Faker's
     person lists of 86 locales by ``make_lists.py``). Ambiguous: a first name that is also a common word or a
     place, or in :data:`_NOT_NAMES_EXTRA` (needs a cue or a surname anywhere). Common: a first name that is
     also an English word of the encoder's vocabulary ("Grace", "Link", "London"; needs a cue, a surname or a
@@ -473,7 +473,7 @@ BUILTIN = (
     ("IBAN", find_ibans),
     ("CARD", find_cards),
     ("SSN", find_ssns),
-    ("PHONE", None),  # needs the configured regions: see labeling.redact
+    ("PHONE", None),  # needs the configured regions: see labeling.sources.redact
     ("HANDLE", find_handles),
     ("ADDRESS", find_addresses),
     ("NAME", find_names),

@@ -2,10 +2,10 @@
 
 The simulated annotator answers with the dataset's gold labels; an optional simulated teacher (the LLM)
 labels the whole pool with a chosen accuracy: ``teacher_kind="class"`` (default) gives every class its own
-error rate, the errors on ambiguous messages and mostly confident (:mod:`active_learning.sim_teacher`);
+error rate, the errors on ambiguous messages and mostly confident (:mod:`active_learning.simulation.teacher`);
 ``"even"`` spreads them evenly over messages (a wrong answer is one of the ``k`` classes whose embedding
 centroids are nearest to the true class). ``trust+`` arms weight each teacher label by the teacher's learned
-precision on its label (``labeling.trust``, from the human labels so far) and can use ``low_trust``. The student is the
+precision on its label (``training.trust``, from the human labels so far) and can use ``low_trust``. The student is the
 probe (logistic regression on frozen, cached sentence embeddings from :func:`training.encoder.embed`),
 trained on the human labels plus, in teacher arms, the teacher's labels for everything else, down-weighted.
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from active_learning.queue import build_batch, validate_mix
-from active_learning.sim_teacher import (  # noqa: F401 (simulate_teacher re-exported)
+from active_learning.simulation.teacher import (  # noqa: F401 (simulate_teacher re-exported)
     make_teacher,
     precision_spread,
     simulate_teacher,
@@ -36,9 +36,9 @@ from active_learning.sim_teacher import (  # noqa: F401 (simulate_teacher re-exp
 )
 from active_learning.stopping import compute_signals, stopping_set
 from active_learning.strategies import PoolView
+from core.vocab import Progress
 from training.semi_supervised import PseudoLabelParams
 
-Progress = Callable[[int, int | None], Any] | None
 EmbedFn = Callable[..., np.ndarray]
 
 DATASETS = {"banking77", "goemotions"}
@@ -152,7 +152,7 @@ class LabelledData:
 
 
 def _default_datasets_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 def load_dataset(name: str, *, datasets_dir: Path | None = None, seed: int = 0) -> LabelledData:
@@ -247,7 +247,7 @@ class ProbeStudent:
 
 
 def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
-    from training.students import ProbeStudent as ProductProbe
+    from training.probe import ProbeStudent as ProductProbe
 
     return ProductProbe(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path="", encoder=cfg.encoder)
 
@@ -282,7 +282,7 @@ def run_curve(
     """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix.
     ``labelled_out``: a list that receives the pool rows labelled at the end of the curve; ``trust_out``
     (trust+ arms): receives the trust estimate's error at each of ``cfg.trust_checkpoints``."""
-    from active_learning.sim_teacher import CurveTrust
+    from active_learning.simulation.teacher import CurveTrust
     from active_learning.strategies import STRATEGIES
 
     n = len(y_pool)
@@ -314,7 +314,7 @@ def run_curve(
                 w = np.where(labelled, 1.0, cfg.teacher_weight)
             student.fit(x_pool, y_train, sample_weight=w)
         elif semi is not None:
-            # the product's semi-supervised probe (training.students.ProbeStudent): supervised head, then
+            # the product's semi-supervised probe (training.probe.ProbeStudent): supervised head, then
             # pseudo-labels for the unlabelled pool, refit; the round ranks by the supervised head
             semi.fit_embeddings(
                 x_pool[labelled], y_pool[labelled], C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter,

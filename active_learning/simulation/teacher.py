@@ -1,8 +1,8 @@
-"""Simulated teachers for :mod:`active_learning.simulation`, and the teacher-trust bookkeeping of a curve.
+"""Simulated teachers for :mod:`active_learning.simulation.runner`, and the teacher-trust bookkeeping of a curve.
 
 Two teachers label the whole pool at a chosen overall accuracy:
 
-* ``even`` (:func:`active_learning.simulation.simulate_teacher`): errors spread evenly over messages;
+* ``even`` (:func:`active_learning.simulation.runner.simulate_teacher`): errors spread evenly over messages;
 * ``class`` (:func:`simulate_class_teacher`, the default): what an LLM teacher looks like. Each class gets its
   own accuracy, drawn from a Beta whose mean is the chosen accuracy and whose concentration is low (most
   classes near-perfect, a few poor), then shifted in logit space so that the pool-wide accuracy is exactly
@@ -167,7 +167,7 @@ def summarize_trust(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @dataclass
 class CurveTrust:
     """The teacher trust of one simulated curve: the human labels in the order they were given, whether a
-    teacher-error-seeking strategy picked each, and the estimate (``labeling.trust.estimate_trust``)."""
+    teacher-error-seeking strategy picked each, and the estimate (``training.trust.estimate_trust``)."""
 
     y: np.ndarray
     teacher: np.ndarray
@@ -185,7 +185,7 @@ class CurveTrust:
         self.targeted.extend(bool(t) for t in targeted)
 
     def report(self, first: int | None = None) -> dict[str, Any]:
-        from labeling.trust import estimate_trust
+        from training.trust import estimate_trust
 
         idx = self.order[:first] if first is not None else self.order
         return estimate_trust(
@@ -195,7 +195,7 @@ class CurveTrust:
 
     def weights_and_beta(self, *, prior_trust: float) -> tuple[np.ndarray, np.ndarray]:
         """(per-class training weight of an unreviewed teacher label, (C, 2) Beta parameters) from all labels so far."""
-        from labeling.trust import label_weights, trust_arrays
+        from training.trust import label_weights, trust_arrays
 
         rep = self.report()
         w = label_weights(rep, self.names, prior_trust=prior_trust)

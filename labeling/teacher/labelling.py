@@ -25,17 +25,18 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from core.heads import HeadDef, get_head, plain_text
+from core.vocab import Progress
 from db import crud
 from db.engine import commit_with_retry
 from db.models import Label, LLMCall, Message, Origin, Split, utcnow
-from labeling.heads import HeadDef, get_head, plain_text
-from labeling.llm import (
+from labeling.teacher.llm import (
     ChatResult,
     LLMClient,
     LLMRequestError,
@@ -43,8 +44,6 @@ from labeling.llm import (
     unknown_price_note,
     value_probability,
 )
-
-Progress = Callable[[int, int | None], None]
 
 TEMPLATE_VERSION = "t2"
 #: few-shot examples per label in the prompt (the head file may hold more)
@@ -240,7 +239,7 @@ def ask(client: LLMClient, head: HeadDef, text: str, context: Sequence[str] | No
 
 
 def _sent_text(msg: Message, redact_on: bool) -> tuple[str, list[str] | None]:
-    from labeling.redact import outbound
+    from labeling.sources.redact import outbound
 
     return outbound(msg, redact_on=redact_on)
 
@@ -380,7 +379,7 @@ def prelabel(
     """
     head_def = get_head(head)
     client = client or LLMClient.from_settings()
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     redact_on = get_settings().pii_redaction
     version = prompt_version(head_def)

@@ -35,9 +35,8 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.vocab import Progress
 from db import crud
-
-Progress = Callable[[int, int | None], None]
 
 
 class SupabaseNotConfiguredError(RuntimeError):
@@ -62,7 +61,7 @@ class SyncConfig:
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> SyncConfig:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         s = get_settings()
         cfg = cls(
@@ -93,7 +92,7 @@ class Row:
 
 
 def _dsn() -> str | None:
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     if s.supabase_db_url is None or not s.supabase_db_url.get_secret_value().strip():
@@ -109,7 +108,7 @@ def _dsn() -> str | None:
 
 
 def _rest() -> tuple[str, str] | None:
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     if s.supabase_url and s.supabase_key is not None and s.supabase_key.get_secret_value().strip():
@@ -343,7 +342,7 @@ def sync_supabase(
     ``overrides``: any :class:`SyncConfig` field (table, text_column, roles…). ``full`` ignores the
     watermark (rows already imported are deduplicated, nothing is duplicated). ``limit`` stops after that
     many rows (at a page boundary, the watermark still exact). Returns counts and the new watermark."""
-    from labeling.redact import redact, redact_many
+    from labeling.sources.redact import redact, redact_many
 
     cfg = SyncConfig.from_settings(**overrides)
     if page_size < 1:
@@ -438,7 +437,7 @@ def _write_page(session: Session, rows: list[Row], cfg: SyncConfig, report: dict
 
 def read_kb_passages(limit: int = 200) -> list[str]:
     """Up to ``limit`` knowledge-base passages (``SUPABASE_KB_TABLE``.``SUPABASE_KB_TEXT_COLUMN``)."""
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     table, column = s.supabase_kb_table, s.supabase_kb_text_column

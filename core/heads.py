@@ -1,6 +1,6 @@
 """Classifier heads: one YAML file per head (labels, guidelines, kind, export thresholds).
 
-The four heads of the workflow ship in ``labeling/heads/``; a user adds one by dropping a file into
+The four heads of the workflow ship in ``core/heads/``; a user adds one by dropping a file into
 ``HEADS_DIR``. A malformed file fails with :class:`HeadDefinitionError`, naming the file, the field and
 the problem.
 """
@@ -15,11 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.vocab import MULTI_METRICS, SINGLE_METRICS
+
 SHIPPED_DIR = Path(__file__).parent / "heads"
 
-#: metrics a threshold may name (single/binary heads, and multi-label heads)
-SINGLE_METRICS = {"accuracy", "macro_f1", "weighted_f1", "ece_max", "min_class_f1"}
-MULTI_METRICS = {"micro_f1", "macro_f1", "subset_accuracy", "min_label_f1"}
 
 
 class HeadDefinitionError(ValueError):
@@ -150,7 +149,7 @@ class StudentConfig(BaseModel):
     origin_weights: dict[str, float | Literal["trust"]] = Field(
         default_factory=lambda: {"human": 1.0, "import": 1.0, "llm": "trust", "synthetic": 0.3},
         description="training weight per origin (0 leaves it out); llm: a number, or 'trust' (the teacher's "
-        "learned precision of the label it gives, labeling.trust)",
+        "learned precision of the label it gives, training.trust)",
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
@@ -172,7 +171,7 @@ class StudentConfig(BaseModel):
 
 
 class TeacherConfig(BaseModel):
-    """How far to trust the LLM teacher (labeling.trust): learned per label from the human answers."""
+    """How far to trust the LLM teacher (training.trust): learned per label from the human answers."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -318,7 +317,7 @@ def _format_validation_error(path: Path, err: ValidationError, raw: dict[str, An
             if isinstance(entry, dict) and entry.get("name"):
                 where = f" (label {entry['name']!r})"
         lines.append(f"  field {loc}{where}: {e['msg']}")
-    lines.append("  Fix the file (see labeling/heads/intent.yaml for a complete example) and try again.")
+    lines.append("  Fix the file (see core/heads/intent.yaml for a complete example) and try again.")
     return "\n".join(lines)
 
 
@@ -364,7 +363,7 @@ def _parse_head_file(path: Path) -> HeadDef:
 def load_heads(extra_dir: Path | None = None) -> dict[str, HeadDef]:
     """All heads: the shipped ones, then those in ``extra_dir`` (default: settings' HEADS_DIR), which override."""
     if extra_dir is None:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         extra_dir = get_settings().heads_dir
     heads: dict[str, HeadDef] = {}

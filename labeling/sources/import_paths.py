@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePath
 
-from db.settings import get_settings
+from core.settings import get_settings
 
 
 class ImportPathRefused(ValueError):

@@ -265,7 +265,7 @@ def gather_evidence(session: Any, *, head: str) -> dict[str, Any]:
 
 
 def compute_trust(session: Any, *, head: Any) -> dict[str, Any]:
-    """The trust report of a head (a :class:`labeling.heads.HeadDef`) from the current database."""
+    """The trust report of a head (a :class:`core.heads.HeadDef`) from the current database."""
     ev = gather_evidence(session, head=head.name)
     cfg = head.teacher
     report = estimate_trust(
@@ -280,8 +280,8 @@ def compute_trust(session: Any, *, head: Any) -> dict[str, Any]:
 def refresh_trust(session: Any, *, head: str) -> dict[str, Any]:
     """Recompute and store the head's trust report (one :class:`db.models.TeacherTrust` row, flushed, not
     committed). Idempotent: an unchanged report leaves the row as it was. Returns the report."""
+    from core.heads import get_head
     from db.models import TeacherTrust, utcnow
-    from labeling.heads import get_head
 
     hd = get_head(head)
     report = compute_trust(session, head=hd)
@@ -353,7 +353,7 @@ def teacher_report(session: Any, *, head: str, store: bool = True) -> dict[str, 
     """The teacher's report card for ``head`` (the CLI's ``teacher-report`` and the Models page): the trust
     report (recomputed and stored when ``store``; else the stored one, or computed when none is stored), one
     row per label, the most frequent confusions, and how many LLM labels are accepted without review."""
-    from labeling.heads import get_head
+    from core.heads import get_head
 
     hd = get_head(head)
     report = refresh_trust(session, head=head) if store else (stored_trust(session, head=head) or compute_trust(session, head=hd))

@@ -3,7 +3,7 @@
 Run with Faker installed (`pip install faker`, MIT licence); not imported at run time (reading Faker's 86
 locales takes minutes, the generated lists load in milliseconds):
 
-    python labeling/pii_data/make_lists.py
+    python labeling/sources/pii_data/make_lists.py
 
 Writes `first_names.txt`, `last_names.txt` (names in Latin script of every locale), `ambiguous.txt` (the
 first names that are also a common English word, a city, a state or a country, which the recognizer takes

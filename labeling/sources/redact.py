@@ -3,7 +3,7 @@
 A :class:`Redactor` runs recognizers (each finds spans of one kind of personal data) and replaces every
 span with its placeholder: ``[EMAIL]``, ``[URL]``, ``[IBAN]``, ``[CARD]``, ``[SSN]``, ``[PHONE]``,
 ``[HANDLE]``, ``[ADDRESS]``, ``[NAME]``. Where two spans overlap, the earlier kind in that list wins, then
-the longer span. The built-in recognizers and what they use are in :mod:`labeling.pii_recognizers`
+the longer span. The built-in recognizers and what they use are in :mod:`labeling.sources.pii_recognizers`
 (libphonenumber for phones, checksums for cards and IBANs, cues and Faker's name lists for names: no
 named-entity model installs here from a source we can trust). ``benchmarks/bench_pii.py`` measures
 recall and precision per kind on a planted-PII corpus.
@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache, partial
 
-from labeling.pii_recognizers import BUILTIN, Span, find_phones
+from labeling.sources.pii_recognizers import BUILTIN, Span, find_phones
 
 #: what each placeholder replaces (shown in the README and the dashboard)
 RULES = {
@@ -50,7 +50,7 @@ class Redactor:
 
     @classmethod
     def from_settings(cls) -> Redactor:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
         return _default_redactor(settings.pii_phone_regions, settings.pii_recognizers or "")
@@ -117,7 +117,7 @@ def outbound(msg, *, redact_on: bool | None = None) -> tuple[str, list[str] | No
     redacted copies when present, else redacted on the fly when ``PII_REDACTION`` is on (``redact_on``
     overrides the setting), else the originals."""
     if redact_on is None:
-        from db.settings import get_settings
+        from core.settings import get_settings
 
         redact_on = get_settings().pii_redaction
     meta = msg.meta or {}

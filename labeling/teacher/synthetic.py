@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
+from core.heads import HeadDef, get_head
+from core.vocab import Progress
 from db import crud
 from db.models import Label, LLMCall, Message, Origin
-from labeling.heads import HeadDef, get_head
-from labeling.llm import LLMClient, LLMRequestError, LLMStopError, cost_usd, unknown_price_note
+from labeling.teacher.llm import LLMClient, LLMRequestError, LLMStopError, cost_usd, unknown_price_note
 
-Progress = Callable[[int, int | None], None]
 Embedder = Callable[[list[str]], np.ndarray]
 
 TEMPLATE_VERSION = "g1"
@@ -273,7 +273,7 @@ def generate(
     100 rag_query / 80 per context / 60 chitchat for intent, 50 per label otherwise). Returns a report
     with the estimate, what was created and dropped (by reason), calls, tokens and cost. ``passages``:
     knowledge-base passages for RAG queries (default: read from Supabase when configured)."""
-    from db.settings import get_settings
+    from core.settings import get_settings
 
     head_def = get_head(head)
     if batch_size < 1 or batch_size > 50:
@@ -288,7 +288,7 @@ def generate(
     notes: list[str] = []
     grounded_label = "rag_query" if "rag_query" in head_def.label_names and needs.get("rag_query", 0) > 0 else None
     if passages is None and grounded_label and not dry_run:
-        from labeling.supabase_sync import kb_configured, read_kb_passages
+        from labeling.sources.supabase_sync import kb_configured, read_kb_passages
 
         if kb_configured():
             try:

@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from labeling.label_studio import LabelStudioError, StudioClient
+from labeling.studio.client import StudioClient
+from labeling.studio.errors import LabelStudioError
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
