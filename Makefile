@@ -40,6 +40,7 @@ run: install
 
 test: install $(CHROMIUM)
 	$(BIN)/ruff check .
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports
 	$(BIN)/pytest
 
 unit: $(STAMP)
@@ -48,8 +49,10 @@ unit: $(STAMP)
 integration: install $(CHROMIUM)
 	$(BIN)/pytest -m integration
 
+# ruff, then the layers and the other import contracts of pyproject.toml (import-linter)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py

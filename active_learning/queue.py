@@ -9,12 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from active_learning.strategies import (
-    STRATEGIES,
-    InvalidInputError,
-    PoolView,
-    get_strategy,
-)
+from active_learning.pool import InvalidInputError, PoolView
+from active_learning.strategies import STRATEGIES, get_strategy
 
 QUOTA_TOLERANCE = 1e-6
 

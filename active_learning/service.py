@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
+from active_learning.pool import EmptyPoolError, PoolExhaustedError, PoolView
 from active_learning.queue import Pick, build_batch, parse_mix, validate_mix
 from active_learning.stopping import compute_signals, stopping_set
-from active_learning.strategies import STRATEGIES, EmptyPoolError, PoolExhaustedError, PoolView
+from active_learning.strategies import STRATEGIES
 from core.vocab import GOLD_ORIGINS, Progress
 from db import crud
 from db.models import Message, QueueItem, Round, Split
@@ -132,7 +133,7 @@ def _count_rounds(session: Session, head: str) -> int:
 def _trainable(session: Session, head: str) -> tuple[str | None, Any]:
     """(None, the training set) when the head's current labels can train a student, else (why not, the set)."""
     from core.heads import get_head
-    from training.service import training_set
+    from training.labelled_data import training_set
     from training.student import TrainingDataError, check_trainable, targets_matrix
 
     hd = get_head(head)
@@ -358,7 +359,7 @@ def run_round(
         mv.round_id = rnd.id
         session.add(mv)
     for p in picks:
-        session.add(_queue_item(p, ids=ids, head=head, labels=labels, round_id=rnd.id, mv_id=rnd.model_version_id, teacher_source=teacher_source))
+        _queue_item(session, p, ids=ids, head=head, labels=labels, round_id=rnd.id, mv_id=rnd.model_version_id, teacher_source=teacher_source)
     session.flush()
     step("write")
     rnd.meta = {**(rnd.meta or {}), "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 3)}}
@@ -375,8 +376,9 @@ def _name(value: int | list[int] | None, labels: list[str]) -> Any:
     return labels[value]
 
 
-def _queue_item(p: Pick, *, ids: list[int], head: str, labels: list[str], round_id: int | None, mv_id: int | None, teacher_source: str) -> QueueItem:
-    return QueueItem(
+def _queue_item(session: Session, p: Pick, *, ids: list[int], head: str, labels: list[str], round_id: int | None, mv_id: int | None, teacher_source: str) -> QueueItem:
+    return crud.add_queue_item(
+        session,
         message_id=ids[p.index],
         head=head,
         round_id=round_id,

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from core.vocab import Progress
 from db import crud
-from db.models import Message, ModelVersion, Origin, Prediction, QueueItem, QueueStatus, Split, utcnow
+from db.models import Message, ModelVersion, Origin, Prediction, Split, utcnow
 
 MANUAL_STRATEGY = "manual_disagreement"
 
@@ -91,12 +91,11 @@ def enqueue_messages(
         if probs and labels:
             best = max(range(len(probs)), key=probs.__getitem__)
             student_label, student_conf = labels[best], float(probs[best])
-        session.add(QueueItem(
-            message_id=mid, head=head, model_version_id=model_version_id, strategy=strategy, score=None,
+        crud.add_queue_item(
+            session, message_id=mid, head=head, model_version_id=model_version_id, strategy=strategy,
             teacher_label=t.value if t else None, teacher_confidence=t.confidence if t else None,
-            student_label=student_label, student_confidence=student_conf, status=QueueStatus.PENDING,
-            meta={"reason": reason},
-        ))
+            student_label=student_label, student_confidence=student_conf, meta={"reason": reason},
+        )
         added += 1
     session.flush()
     return {"queued": added, "skipped": skipped}

@@ -20,8 +20,8 @@ from app.ui import QUERY_TTL_S, engine_for_url, heads
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def overview(url: str, head_names: tuple[str, ...]) -> dict[str, Any]:
     from db.engine import session_scope
+    from export.service import gate
 
-    gate = _gate_function()
     all_heads = heads()
     with session_scope(engine_for_url(url)) as s:
         by_source = status.pool_by_source(s)
@@ -42,14 +42,6 @@ def overview(url: str, head_names: tuple[str, ...]) -> dict[str, Any]:
                 out["gate_error"] = f"{name}: {e}"
                 out["heads"][name] = status.head_overview(s, head_def, gate=None)
     return out
-
-
-def _gate_function() -> Any | None:
-    try:
-        from export.service import gate
-    except ImportError:
-        return None
-    return gate
 
 
 # --- queue ------------------------------------------------------------------------------------------

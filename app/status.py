@@ -288,5 +288,5 @@ def next_steps(info: dict[str, Any], head_def: Any, *, total_messages: int) -> l
                 n = al.batch_size
                 steps.append(f"Label {n} more (one queue batch of {n}) and retrain.")
     elif gate is None and missing_holdout <= 0:
-        steps.append("The export gate is not available yet (export.service).")
+        steps.append("The export gate could not be evaluated: see the error above, fix the head's thresholds and reload.")
     return steps

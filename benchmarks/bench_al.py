@@ -79,14 +79,8 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
     from threadpoolctl import threadpool_limits
 
     import training.semi_supervised as semi
-    from active_learning.simulation.runner import (
-        Arm,
-        ProbeStudent,
-        SimulationConfig,
-        _semi_student,
-        load_dataset,
-        run_curve,
-    )
+    from active_learning.simulation.datasets import load_dataset
+    from active_learning.simulation.runner import Arm, SimulationConfig, _Probe, _semi_student, run_curve
     from training.encoder import embed
     from training.semi_supervised import PseudoLabelParams
 
@@ -112,7 +106,7 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
                   y_test=y_test, n_classes=k, cfg=cfg, labelled_out=got)
         lab = got[0]
         rest = np.setdiff1d(np.arange(len(y_pool)), lab)
-        sup = ProbeStudent(k, C=PROBE_C, class_weight="balanced", max_iter=2000, warm_start=False).fit(x_pool[lab], y_pool[lab])
+        sup = _Probe(k, cfg, warm_start=False).fit(x_pool[lab], y_pool[lab])
         right: list[np.ndarray] = []
 
         def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202  (the real pseudo-labels, checked against gold)
@@ -151,7 +145,8 @@ def db_round(n: int = 200, *, teacher: bool = True) -> dict:
     import numpy as np
     import yaml
 
-    from active_learning.simulation.runner import load_dataset, simulate_teacher
+    from active_learning.simulation.datasets import load_dataset
+    from active_learning.simulation.teacher import simulate_teacher
     from core.heads import pick_examples
     from core.settings import get_settings, reset_settings
     from db import crud

@@ -59,7 +59,7 @@ def _scored(emb_train, y_train, emb_pop, y_pop, labels) -> tuple[np.ndarray, np.
 
 
 def population_banking77(datasets_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from active_learning.simulation.runner import load_dataset
+    from active_learning.simulation.datasets import load_dataset
     from training.encoder import embed
 
     data = load_dataset("banking77", datasets_dir=datasets_dir)

@@ -123,7 +123,7 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
                unlabelled_texts=rest if kind == "semi" else None, pseudo_labels=pl)
         return st, {k: v for k, v in (st.params.get("pseudo_labels") or {}).items() if k in ("n", "agree_with_supervised")}
     if kind in ("setfit", "setfit_noex"):
-        from training.service import label_example_rows
+        from training.labelled_data import label_example_rows
         from training.setfit_student import SetfitParams, SetfitStudent
 
         p = SetfitParams.from_config(cfg.setfit)
@@ -155,7 +155,7 @@ def run_head(head: str, kinds: list[str], sizes: list[str], curve_kinds: set[str
     from core.heads import get_head
     from db.engine import session_scope
     from training.evaluation import evaluate_multi_probs, evaluate_probs, evaluate_student
-    from training.service import holdout_set, training_set
+    from training.labelled_data import holdout_set, training_set
 
     hd = get_head(head)
     rows: list[dict] = []

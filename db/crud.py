@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core.vocab import QueueStatus
 from db.models import (
     ORIGIN_RANK,
     Label,
@@ -249,6 +250,36 @@ def latest_model_version(session: Session, *, head: str, kind: str | None = None
     if kind:
         q = q.where(ModelVersion.kind == kind)
     return session.exec(q.order_by(col(ModelVersion.id).desc())).first()
+
+
+def add_queue_item(
+    session: Session,
+    *,
+    message_id: int,
+    head: str,
+    strategy: str,
+    score: float | None = None,
+    teacher_label: Any = None,
+    teacher_confidence: float | None = None,
+    student_label: Any = None,
+    student_confidence: float | None = None,
+    round_id: int | None = None,
+    model_version_id: int | None = None,
+    for_holdout: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> QueueItem:
+    """Queue a message of ``head`` for the annotators (status ``pending``), saying why it was chosen: the
+    one way every producer (active-learning rounds, holdout batches, shadow disagreements, the explorer)
+    adds an item. Added to the session; the caller commits."""
+    item = QueueItem(
+        message_id=message_id, head=head, strategy=strategy, score=score,
+        teacher_label=teacher_label, teacher_confidence=teacher_confidence,
+        student_label=student_label, student_confidence=student_confidence,
+        round_id=round_id, model_version_id=model_version_id, for_holdout=for_holdout,
+        status=QueueStatus.PENDING, meta=meta,
+    )
+    session.add(item)
+    return item
 
 
 def open_queue_message_ids(session: Session, *, head: str) -> set[int]:

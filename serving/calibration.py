@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from core.jsonfile import read_json_object
 from core.vocab import GOLD_ORIGINS
 from serving.guarantee import GuaranteedThreshold, check_levels, ltt_threshold, more_needed_sentence
 
@@ -160,15 +161,11 @@ def write_cascade_file(path: Path, payload: dict[str, Any]) -> Path:
 
 def read_cascade_file(path: Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"expected a cascade calibration at {path}, found none: run `distilloop calibrate --head "
-            f"{path.parent.name} --target-accuracy 0.95` first"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"expected JSON in {path}, found invalid content ({e}); run `distilloop calibrate` again") from e
+    data = read_json_object(
+        path, missing_error=FileNotFoundError, fix="run `distilloop calibrate` again",
+        missing=(f"expected a cascade calibration at {path}, found none: run `distilloop calibrate --head "
+                 f"{path.parent.name} --target-accuracy 0.95` first"),
+    )
     if "threshold" not in data:
         raise ValueError(f"expected a 'threshold' in {path}, found keys {sorted(data)}; run `distilloop calibrate` again")
     return data

@@ -11,7 +11,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from db import crud
-from db.models import Message, QueueItem, QueueStatus, ShadowLog, Split
+from db.models import Message, ShadowLog, Split
 
 SOURCE = "production"
 STRATEGY = "production_disagreement"
@@ -93,19 +93,17 @@ def ingest_shadow(
                     if waiting is None:
                         waiting = open_queue.setdefault(row.head, crud.open_queue_message_ids(session, head=row.head))
                     if msg.id not in waiting:
-                        session.add(
-                            QueueItem(
-                                message_id=msg.id,
-                                head=row.head,
-                                strategy=STRATEGY,
-                                score=_disagreement_score(row),
-                                teacher_label=llm_value,
-                                teacher_confidence=row.llm_confidence,
-                                student_label=row.student_label,
-                                student_confidence=row.student_confidence,
-                                status=QueueStatus.PENDING,
-                                meta={"request_id": row.request_id, "model_version": row.model_version},
-                            )
+                        crud.add_queue_item(
+                            session,
+                            message_id=msg.id,
+                            head=row.head,
+                            strategy=STRATEGY,
+                            score=_disagreement_score(row),
+                            teacher_label=llm_value,
+                            teacher_confidence=row.llm_confidence,
+                            student_label=row.student_label,
+                            student_confidence=row.student_confidence,
+                            meta={"request_id": row.request_id, "model_version": row.model_version},
                         )
                         waiting.add(msg.id)
                         counts["queued"] += 1

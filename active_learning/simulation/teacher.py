@@ -2,7 +2,7 @@
 
 Two teachers label the whole pool at a chosen overall accuracy:
 
-* ``even`` (:func:`active_learning.simulation.runner.simulate_teacher`): errors spread evenly over messages;
+* ``even`` (:func:`active_learning.simulation.teacher.simulate_teacher`): errors spread evenly over messages;
 * ``class`` (:func:`simulate_class_teacher`, the default): what an LLM teacher looks like. Each class gets its
   own accuracy, drawn from a Beta whose mean is the chosen accuracy and whose concentration is low (most
   classes near-perfect, a few poor), then shifted in logit space so that the pool-wide accuracy is exactly

@@ -28,7 +28,7 @@ from labeling.studio.client import StudioClient
 from labeling.studio.config import AnnotationError, parse_annotation
 from labeling.studio.projects import _client, _pull_key, ensure_project, project_id_for
 
-CONSENSUS = "consensus"
+CONSENSUS = crud.CONSENSUS_ANNOTATOR  # the annotator name of a resolved answer
 PULL_PAGE = 1000
 
 #: a pull re-reads tasks changed this long before the previous pull started (clock skew, slow commits)

@@ -192,16 +192,15 @@ def holdout_batch(session: Session, *, head: str, n: int, seed: int | None = Non
     crud.set_split(session, message_ids=chosen, split=Split.HOLDOUT)
     for mid in chosen:
         t = teacher.get(mid)
-        session.add(
-            QueueItem(
-                message_id=mid,
-                head=hd.name,
-                strategy="holdout_random",
-                teacher_label=t.value if t else None,
-                teacher_confidence=t.confidence if t else None,
-                for_holdout=True,
-                meta={"seed": seed},
-            )
+        crud.add_queue_item(
+            session,
+            message_id=mid,
+            head=hd.name,
+            strategy="holdout_random",
+            teacher_label=t.value if t else None,
+            teacher_confidence=t.confidence if t else None,
+            for_holdout=True,
+            meta={"seed": seed},
         )
     session.commit()
     return {"head": hd.name, "queued": len(chosen), "requested": n, "message_ids": chosen}

@@ -42,13 +42,11 @@ from db.models import Label, LLMCall, Message, Origin
 from labeling.teacher.llm import LLMClient, LLMRequestError, LLMStopError, cost_usd, unknown_price_note
 
 Embedder = Callable[[list[str]], np.ndarray]
-
 TEMPLATE_VERSION = "g1"
 #: the seed's defaults for the intent head; other heads get DEFAULT_PER_LABEL per label
 INTENT_DEFAULTS = {"rag_query": 100, "chitchat": 60}
 INTENT_CONTEXT_DEFAULT = 80
 DEFAULT_PER_LABEL = 50
-
 PERSONAS = [
     "a junior software developer in their first job",
     "a nurse considering a career change",

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from benchmarks.crash_test import run
-
-pytestmark = pytest.mark.integration
 
 
 def test_every_long_command_survives_kill_9_and_a_rerun_completes(label_studio, tmp_path: Path):

@@ -16,7 +16,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session, select
 
 from db import crud
@@ -24,7 +23,6 @@ from db.models import Job
 from tests.support.openai_fixtures import INTENT_RULES
 from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 JOB = textwrap.dedent("""

@@ -13,14 +13,13 @@ import yaml
 from sqlmodel import Session, select
 
 from active_learning.service import run_round
-from active_learning.simulation.runner import SimulationConfig, load_dataset, parse_arm, run_simulation
+from active_learning.simulation.datasets import load_dataset
+from active_learning.simulation.runner import SimulationConfig, parse_arm, run_simulation
 from core.heads import pick_examples
 from core.settings import reset_settings
 from db import crud
 from db.models import QueueItem
 from tests.conftest import DATASETS
-
-pytestmark = pytest.mark.integration
 
 
 def test_simulation_on_banking77_slice(tmp_path: Path) -> None:

@@ -20,8 +20,6 @@ import pytest
 from tests.conftest import REPO
 from tests.support.postgres import free_port
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]

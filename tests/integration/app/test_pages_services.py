@@ -12,8 +12,6 @@ from app import jobs
 from db.models import Job, ModelVersion, Prediction, QueueItem
 from tests.unit.app.conftest import make_app
 
-pytestmark = pytest.mark.integration
-
 HEAD = "intent"
 
 

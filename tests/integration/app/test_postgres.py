@@ -11,8 +11,6 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from tests.unit.app.conftest import PAGES, make_app, seed_database
 
-pytestmark = pytest.mark.integration
-
 
 def test_every_page_renders_on_postgres(postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     url = postgres_server.create_database()

@@ -3,7 +3,6 @@ job, link to the project), pull, and show the annotators' agreement."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -12,8 +11,6 @@ from db import crud
 from db.engine import session_scope
 from db.models import Job, QueueItem
 from tests.unit.app.conftest import make_app
-
-pytestmark = pytest.mark.integration
 
 
 def _finish(engine: Engine, key: str) -> Job:

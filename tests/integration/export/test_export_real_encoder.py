@@ -19,8 +19,6 @@ from export.service import export_head, final_dir
 from tests.conftest import DATASETS
 from training.inference import ClassifierModel
 
-pytestmark = pytest.mark.integration
-
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed"]
 
 

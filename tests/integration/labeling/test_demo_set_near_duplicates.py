@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from labeling.sources.demo import DEMO_FILE
 from labeling.sources.demo_build import near_duplicates
 from training.encoder import embed
-
-pytestmark = pytest.mark.integration
 
 
 def test_near_duplicates_under_one_percent():

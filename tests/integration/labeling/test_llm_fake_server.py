@@ -10,8 +10,6 @@ import pytest
 
 from tests.support.openai_server import FakeOpenAIServer, Fault, Reply
 
-pytestmark = pytest.mark.integration
-
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["yes_please", "no"]},
                                            "confidence": {"type": "number"}},
           "required": ["label", "confidence"], "additionalProperties": False}

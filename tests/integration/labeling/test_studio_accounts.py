@@ -23,7 +23,6 @@ from labeling.studio.push import push_queue
 from tests.integration.labeling.test_studio_sync import _queue
 from tests.support.label_studio import ADMIN, login_token
 
-pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 

@@ -16,8 +16,6 @@ from labeling.studio.client import StudioClient
 from labeling.studio.pull import pull_annotations
 from labeling.studio.push import push_queue
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -21,8 +21,6 @@ from labeling.studio.pull import CONSENSUS, pull_annotations
 from labeling.studio.push import holdout_batch, push_queue
 from tests.support.label_studio import ADMIN, write_head
 
-pytestmark = pytest.mark.integration
-
 COLOURS = ["red", "blue", "green"]
 
 

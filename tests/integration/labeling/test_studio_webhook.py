@@ -17,8 +17,6 @@ from labeling.studio.push import push_queue
 from labeling.studio.webhook import WebhookReceiver
 from tests.support.postgres import free_port
 
-pytestmark = pytest.mark.integration
-
 
 def _wait_for(cond, timeout: float = 90.0) -> bool:  # noqa: ANN001
     t0 = time.monotonic()

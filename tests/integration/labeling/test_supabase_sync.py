@@ -22,8 +22,6 @@ from labeling.sources.supabase_sync import (
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 
-pytestmark = pytest.mark.integration
-
 SCHEMA = """
 CREATE TABLE conversations (
     id uuid PRIMARY KEY,

@@ -16,8 +16,6 @@ from labeling.teacher.synthetic import generate, prompt_version
 from tests.support.openai_fixtures import openai_env
 from tests.support.openai_server import FakeOpenAIServer, Fault
 
-pytestmark = pytest.mark.integration
-
 _ASK = re.compile(r'Write (\d+) different messages whose correct label is "(\w+)"')
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
          "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
@@ -11,7 +10,6 @@ from db import crud
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import FakeOpenAIServer, keyword_responder
 
-pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 

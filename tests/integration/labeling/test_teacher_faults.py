@@ -27,7 +27,6 @@ from tests.support import openai_fixtures
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import BODY_FAULTS, FakeOpenAIServer, body_fault, keyword_responder
 
-pytestmark = pytest.mark.integration
 intent_server = openai_fixtures.intent_server  # the shared fixture
 REPO = Path(__file__).resolve().parents[3]
 

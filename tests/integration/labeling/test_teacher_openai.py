@@ -11,13 +11,13 @@ from sqlmodel import Session, col, select
 from core.settings import reset_settings
 from db import crud
 from db.models import Label, LLMCall
-from labeling.teacher.labelling import classify_texts, prelabel, prompt_version
+from labeling.teacher.labelling import classify_texts, prelabel
 from labeling.teacher.llm import LLMNotConfiguredError
+from labeling.teacher.prompt import prompt_version
 from tests.support import openai_fixtures
 from tests.support.openai_fixtures import INTENT_RULES, openai_env
 from tests.support.openai_server import FakeOpenAIServer, Fault, Reply, keyword_responder
 
-pytestmark = pytest.mark.integration
 intent_server = openai_fixtures.intent_server  # the shared fixture
 
 TEXTS = {

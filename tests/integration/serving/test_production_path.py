@@ -21,8 +21,6 @@ from serving.predictor import ExportVersionError
 from serving.shadow import ShadowLogger, ShadowMode
 from training.inference import ClassifierModel
 
-pytestmark = pytest.mark.integration
-
 MESSAGES = [
     "how do i write a cover letter",
     "my boss gave me a raise today",

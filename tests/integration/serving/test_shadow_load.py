@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -13,8 +12,6 @@ from db.models import ShadowLog
 from serving.cascade import ServingClassifier
 from serving.shadow import ShadowLogger
 from tests.unit.serving.fakes import FakeStudent
-
-pytestmark = pytest.mark.integration
 
 THREADS = 8
 CALLS = 2_000

@@ -19,8 +19,6 @@ from tests.conftest import DATASETS
 from training.encoder import embed, resolve_encoder
 from training.service import load_model_version_student, train_head
 
-pytestmark = pytest.mark.integration
-
 CATEGORIES = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "transfer_timing", "top_up_failed"]
 
 

@@ -8,13 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from labeling.sources.demo import DEMO_FILE
 from training.encoder import resolve_encoder
 from training.setfit_student import SetfitParams, SetfitStudent
-
-pytestmark = pytest.mark.integration
 
 
 def test_setfit_on_the_real_encoder_is_one_graph(tmp_path: Path):

@@ -14,8 +14,6 @@ from db.models import QueueItem, Round
 from tests.unit.active_learning.test_service import _seed, heads, tiny_encoder  # noqa: F401  (fixtures)
 from tests.unit.training.conftest import toy_texts
 
-pytestmark = pytest.mark.unit
-
 
 def test_select_queues_a_batch_and_reports_it(sqlite_engine, heads: Path) -> None:  # noqa: F811
     with Session(sqlite_engine) as session:

@@ -11,15 +11,13 @@ import yaml
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from active_learning.pool import PoolExhaustedError
 from active_learning.service import label_centroids, label_texts, run_round, zero_shot_probs
-from active_learning.strategies import PoolExhaustedError
 from core.settings import reset_settings
 from db import crud
 from db.models import Label, ModelVersion, QueueItem, Round
 from tests.support.heads import toy_examples
 from tests.unit.training.conftest import make_tiny_encoder, toy_texts
-
-pytestmark = pytest.mark.unit
 
 TOPICS = ["food", "money", "travel"]
 

@@ -16,8 +16,6 @@ from active_learning.simulation.teacher import (
 )
 from tests.unit.active_learning.test_simulation import dataset, fake_embed  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.unit
-
 
 def _pool(n_classes: int = 20, per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

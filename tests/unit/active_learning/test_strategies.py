@@ -5,25 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from active_learning.pool import (
+    EmptyPoolError,
+    InvalidInputError,
+    MissingInputError,
+    PoolExhaustedError,
+    PoolView,
+)
 from active_learning.strategies import (
     STRATEGIES,
     BreakingTies,
     ClassBalance,
     Diversity,
-    EmptyPoolError,
     GreedyCoreset,
-    InvalidInputError,
     LowTrust,
     MarginDiversity,
-    MissingInputError,
-    PoolExhaustedError,
-    PoolView,
     PredictionEntropy,
     TeacherStudentDisagreement,
     get_strategy,
 )
-
-pytestmark = pytest.mark.unit
 
 N, C, D = 400, 6, 16
 

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from app.cli import cli
 from core.settings import Settings, get_settings
 
-pytestmark = pytest.mark.unit
 runner = CliRunner()
 
 

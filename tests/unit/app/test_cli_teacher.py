@@ -13,8 +13,6 @@ from app.cli import cli
 from db.models import TeacherTrust
 from tests.unit.labeling.test_trust import _head_dir, _pair
 
-pytestmark = pytest.mark.unit
-
 
 def test_teacher_report_says_no_evidence_then_shows_the_card(sqlite_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _head_dir(tmp_path, monkeypatch, auto_accept=0.5)

@@ -17,8 +17,6 @@ from app import jobs
 from db import crud
 from db.models import Job
 
-pytestmark = pytest.mark.unit
-
 
 def _blocking(gate: threading.Event, seen: list[int]):  # noqa: ANN202
     def work(session: Session, *, progress=None, n: int = 10):  # noqa: ANN001, ANN202

@@ -13,8 +13,6 @@ from app import jobs
 from db.models import Job, Message, QueueItem
 from tests.unit.app.conftest import PAGES, Seeded, make_app
 
-pytestmark = pytest.mark.unit
-
 
 def _problems(at) -> list[str]:  # noqa: ANN001
     return [f"exception: {e.message}" for e in at.exception] + [f"error: {e.value}" for e in at.error]

@@ -14,7 +14,6 @@ from core.settings import reset_settings
 from tests.support.postgres import free_port
 from tests.unit.app.conftest import PAGES, make_app
 
-pytestmark = pytest.mark.unit
 SECRETS = {
     "OPENAI_API_KEY": "sk-leak-canary-0001",
     "LABEL_STUDIO_API_KEY": "ls-token-leak-canary-0002",

@@ -12,8 +12,6 @@ from app import status
 from core.heads import get_head
 from tests.unit.app.conftest import Seeded
 
-pytestmark = pytest.mark.unit
-
 
 def test_stopping_summary_reads_the_round_signals() -> None:
     assert status.stopping_summary(None) == (None, "no active-learning round yet")

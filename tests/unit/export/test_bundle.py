@@ -19,8 +19,6 @@ from export.service import ExportRefused
 from tests.unit.export.tiny import TinyStudent, build_encoder_dir, sample_texts, seed_model_version
 from training.inference import ClassifierModel, ExportFormatError, WorkflowClassifier
 
-pytestmark = pytest.mark.unit
-
 HEADS = ["intent", "context", "worthiness", "emotion"]
 
 

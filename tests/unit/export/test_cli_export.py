@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -13,7 +12,6 @@ from db.models import Export
 from export.service import final_dir
 from tests.unit.export.tiny import seed_model_version
 
-pytestmark = pytest.mark.unit
 runner = CliRunner()
 
 

@@ -19,8 +19,6 @@ from export.service import ExportRefused, export_head, final_dir
 from tests.unit.export.tiny import seed_model_version
 from training.inference import ClassifierModel, ModelLoadError, sha256_file
 
-pytestmark = pytest.mark.unit
-
 
 def _count_exports(engine: Engine) -> int:
     with Session(engine) as s:

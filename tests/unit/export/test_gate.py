@@ -8,8 +8,6 @@ from core.heads import get_head
 from core.vocab import metric_value
 from export.gate import gate
 
-pytestmark = pytest.mark.unit
-
 
 def test_passes_when_every_threshold_is_met() -> None:
     intent = get_head("intent")  # accuracy >= 0.85, macro_f1 >= 0.83, min_holdout 40

@@ -9,12 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from export import layout
 from training.orphans import WRITER_FILE
-
-pytestmark = pytest.mark.unit
 
 
 def _dead_pid() -> int:

@@ -7,8 +7,6 @@ import pytest
 
 from export.parity import ParityError, check_parity, compare, gated_metrics
 
-pytestmark = pytest.mark.unit
-
 REF = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.6, 0.3, 0.1]], dtype=np.float32)
 TRUTH = np.array([0, 1, 2, 0])
 

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -15,8 +14,6 @@ from core.heads import load_heads
 from db import crud
 from db.models import Label, Message
 from labeling.sources.demo import DEMO_FILE, load_demo
-
-pytestmark = pytest.mark.unit
 
 
 def test_demo_loads_once(sqlite_engine: Engine):

@@ -14,8 +14,6 @@ from db.crud import normalize_text
 from labeling.sources.demo import DEMO_FILE
 from labeling.sources.demo_build import CONTEXTS, INTENTS, apply_fixes, merge, near_duplicates, row_problems
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:

@@ -8,8 +8,6 @@ import pytest
 
 from core.heads import HeadDefinitionError, HeadKind, UnknownHeadError, get_head, load_heads
 
-pytestmark = pytest.mark.unit
-
 EXAMPLES = "examples: [where is my card, card still not here, when does my card arrive, no card yet, card delivery time]"
 VALID = f"""
 name: banking

@@ -18,8 +18,6 @@ from labeling.teacher.llm import (
     value_probability,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def test_price_table_is_dated_and_matches_model_families():
     assert PRICES_DATE and PRICES["gpt-4o-mini"] == (0.15, 0.60)

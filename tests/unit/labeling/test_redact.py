@@ -6,8 +6,6 @@ import pytest
 
 from labeling.sources.redact import redact
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("text", "expected"),

@@ -22,8 +22,6 @@ from labeling.studio.config import (
 )
 from labeling.studio.errors import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailable
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("name", ["intent", "context", "worthiness", "emotion"])
 def test_label_config_of_every_shipped_head(name: str) -> None:

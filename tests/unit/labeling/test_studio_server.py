@@ -15,10 +15,8 @@ import pytest
 
 from core.settings import reset_settings
 from labeling.studio import credentials
-from labeling.studio.server import server as studio
+from labeling.studio import server as studio
 from labeling.studio.webhook import WebhookReceiver
-
-pytestmark = pytest.mark.unit
 
 
 def _listen() -> tuple[socket.socket, int]:

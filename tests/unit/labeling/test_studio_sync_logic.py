@@ -14,8 +14,6 @@ from labeling.studio.agreement import agreement
 from labeling.studio.pull import CONSENSUS, _resolve
 from labeling.studio.push import holdout_batch
 
-pytestmark = pytest.mark.unit
-
 
 def test_fleiss_kappa_matches_the_textbook_example() -> None:
     # Fleiss (1971)-style check: perfect agreement is 1, a fixed worked example by hand

@@ -15,8 +15,6 @@ from labeling.teacher.synthetic import (
     validate_item,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def test_seed_defaults_for_intent():
     d = default_per_label(get_head("intent"))

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from core.heads import get_head
-from labeling.teacher.labelling import (
+from labeling.teacher.llm import ChatResult, TokenLogprob
+from labeling.teacher.prompt import (
     cache_key,
     interpret,
     prompt_version,
@@ -16,9 +17,6 @@ from labeling.teacher.labelling import (
     system_prompt,
     user_prompt,
 )
-from labeling.teacher.llm import ChatResult, TokenLogprob
-
-pytestmark = pytest.mark.unit
 
 
 def result(content, *, refusal=None, error=None, parsed=..., logprobs=None) -> ChatResult:

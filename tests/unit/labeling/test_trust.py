@@ -28,8 +28,6 @@ from training.trust import (
     value_weight,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def _mc_interval(a: float, b: float, level: float = 0.9) -> tuple[float, float]:
     """The equal-tailed interval by sampling (independent of scipy's quantile function)."""

@@ -19,8 +19,6 @@ from serving.calibration import (
 )
 from tests.unit.serving.fakes import FakeStudent
 
-pytestmark = pytest.mark.unit
-
 # 8 holdout messages, confidence high to low, correctness written by hand:
 #   t:        0.95 0.90 0.85 0.80 0.70 0.60 0.50 0.40
 #   correct:   1    1    1    0    1    0    1    0

@@ -13,8 +13,6 @@ from serving.ingest import ingest_shadow
 from serving.monitoring import break_even, drift_status, timeseries
 from serving.retrain import retrain, retrain_policy
 
-pytestmark = pytest.mark.unit
-
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 

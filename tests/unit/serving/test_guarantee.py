@@ -30,8 +30,6 @@ from serving.guarantee import (
 )
 from tests.unit.serving.fakes import FakeLLM, FakeStudent
 
-pytestmark = pytest.mark.unit
-
 
 def _ltt(conf, correct, *, target=0.95, confidence=0.9, **kw):  # noqa: ANN001, ANN202
     curve = coverage_accuracy_curve(conf, correct)

@@ -15,8 +15,6 @@ from serving.node import build_single_node_graph, make_classifier_node
 from serving.predictor import ExportVersionError, load_predictor, read_answer
 from tests.unit.serving.fakes import FakeLLM, FakeStudent
 
-pytestmark = pytest.mark.unit
-
 ANSWERS = {
     "hi!": ("chitchat", 0.96),
     "how do I write a cover letter?": ("rag_query", 0.55),

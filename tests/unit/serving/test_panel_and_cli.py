@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import pytest
 from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
@@ -13,12 +13,7 @@ from app.cli import cli
 from db import crud
 from db.models import ShadowLog
 
-pytestmark = pytest.mark.unit
-
-PANEL = """
-from serving.dashboard_panel import render_monitoring
-render_monitoring()
-"""
+PANEL = str(Path(__file__).resolve().parents[3] / "app" / "views" / "monitoring.py")
 
 
 def _traffic(engine, *, disagree: int, total: int = 30) -> None:  # noqa: ANN001
@@ -35,7 +30,7 @@ def _traffic(engine, *, disagree: int, total: int = 30) -> None:  # noqa: ANN001
 
 def test_panel_shows_drift_alert_break_even_and_retrain(sqlite_engine) -> None:
     _traffic(sqlite_engine, disagree=12)  # 40% > the intent head's 20%
-    at = AppTest.from_string(PANEL, default_timeout=60).run()
+    at = AppTest.from_file(PANEL, default_timeout=60).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Disagreement with the LLM"] == "40.0%"
@@ -51,7 +46,7 @@ def test_panel_shows_drift_alert_break_even_and_retrain(sqlite_engine) -> None:
 
 
 def test_panel_on_an_empty_database(sqlite_engine) -> None:
-    at = AppTest.from_string(PANEL, default_timeout=60).run()
+    at = AppTest.from_file(PANEL, default_timeout=60).run()
     assert not at.exception
     assert any("No shadow-logged traffic yet" in c.value for c in at.caption)
 

@@ -18,8 +18,6 @@ from serving.cascade import ServingClassifier
 from serving.shadow import ShadowLogger, ShadowMode, _insert_ignoring_duplicates
 from tests.unit.serving.fakes import FakeLLM, FakeStudent
 
-pytestmark = pytest.mark.unit
-
 
 def _rows(engine) -> list[ShadowLog]:  # noqa: ANN001
     with Session(engine) as s:

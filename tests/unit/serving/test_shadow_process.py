@@ -8,15 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from db.models import ShadowLog
 from serving.shadow import ShadowLogger
 from tests.conftest import REPO
-
-pytestmark = pytest.mark.unit
 
 CHILD = """
 import os, sys, time

@@ -15,8 +15,6 @@ from serving.shadow import ShadowLogger, ShadowMode
 from serving.workflow import WorkflowServing
 from tests.unit.serving.fakes import FakeLLM, FakeStudent
 
-pytestmark = pytest.mark.unit
-
 TEXT = "I start my new job on Monday and I'm scared"
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
 from app.cli import cli
 from tests.unit.training.test_service import _seed, heads  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.unit
 runner = CliRunner()
 
 

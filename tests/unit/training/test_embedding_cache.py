@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from tests.unit.training.test_service import _seed, heads  # noqa: F401  (fixture)
-from training.encoder import cache_dir, embed, encoder_fingerprint, remove_cache_entry
+from training.embedding_cache import cache_dir
+from training.encoder import embed, encoder_fingerprint, remove_cache_entry
 from training.service import embedding_cache, train_head
-
-pytestmark = pytest.mark.unit
 
 
 def _age(folder: Path, hours: float) -> None:

@@ -10,15 +10,8 @@ import pytest
 
 from tests.unit.training.conftest import make_tiny_encoder
 from training import encoder as enc_mod
-from training.encoder import (
-    cache_path,
-    embed,
-    encoder_fingerprint,
-    length_batches,
-    resolve_encoder,
-)
-
-pytestmark = pytest.mark.unit
+from training.embedding_cache import cache_path
+from training.encoder import embed, encoder_fingerprint, length_batches, resolve_encoder
 
 TEXTS = ["my card payment failed", "hotel and flight", "pizza", "a very late train today please help", "pizza"]
 

@@ -14,8 +14,6 @@ from training.evaluation import (
     multilabel_metrics,
 )
 
-pytestmark = pytest.mark.unit
-
 LABELS = ["a", "b", "c"]
 
 

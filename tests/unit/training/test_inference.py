@@ -29,8 +29,6 @@ from training.inference import (
     length_grouped_batches,
 )
 
-pytestmark = pytest.mark.unit
-
 _EXPORTS: dict[str, tuple[Path, TinyStudent]] = {}
 
 

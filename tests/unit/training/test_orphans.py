@@ -8,15 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session, select
 
 from db.models import ModelVersion
 from tests.unit.training.test_service import _seed, heads  # noqa: F401  (fixture)
 from training.orphans import WRITER_FILE, mark_writer, sweep, writer_is_dead
 from training.service import train_head
-
-pytestmark = pytest.mark.unit
 
 
 def _dead_pid() -> int:

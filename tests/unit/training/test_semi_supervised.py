@@ -13,8 +13,6 @@ from training.probe import ProbeStudent
 from training.registry import load_student
 from training.semi_supervised import PseudoLabelParams, knn_graph, propagate, pseudo_label
 
-pytestmark = pytest.mark.unit
-
 
 def _clusters(n_per: int = 60, k: int = 3, dim: int = 8, spread: float = 0.35, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -13,16 +13,9 @@ from db import crud
 from db.models import Message, ModelVersion, QueueItem
 from tests.support.heads import toy_examples
 from tests.unit.training.conftest import toy_texts
-from training.service import (
-    evaluate_head,
-    load_model_version_student,
-    score_pool,
-    train_head,
-    training_set,
-)
+from training.labelled_data import training_set
+from training.service import evaluate_head, load_model_version_student, score_pool, train_head
 from training.student import TrainingDataError
-
-pytestmark = pytest.mark.unit
 
 TOPICS = ["food", "money", "travel"]
 
@@ -308,7 +301,7 @@ def test_probe_init_of_the_wrong_shape_is_refused(tiny_encoder: Path):
 def test_pool_is_scored_with_the_features_the_probe_learned_on(sqlite_engine, heads: Path):
     import numpy as np
 
-    from training.encoder import cache_dir
+    from training.embedding_cache import cache_dir
 
     with Session(sqlite_engine) as session:
         _seed(session)

@@ -21,11 +21,10 @@ from db.models import ModelVersion
 from tests.unit.training.conftest import toy_texts
 from tests.unit.training.test_service import TOPICS, _seed, heads  # noqa: F401  (fixture)
 from training.encoder import embed
+from training.labelled_data import label_example_rows
 from training.registry import load_student
-from training.service import label_example_rows, load_model_version_student, sweep_stale_runs, train_head
+from training.service import load_model_version_student, sweep_stale_runs, train_head
 from training.setfit_student import SetfitParams, SetfitStudent
-
-pytestmark = pytest.mark.unit
 
 FAST = {"num_iterations": 2, "max_steps": 8, "batch_size": 8, "max_length": 16, "body_learning_rate": 3e-3}
 

@@ -15,8 +15,6 @@ from training.registry import METHODS, REGISTRY, load_student, new_student, stud
 from training.setfit_student import SetfitParams
 from training.student import StudentContract, TrainingDataError
 
-pytestmark = pytest.mark.unit
-
 TOPICS = ["food", "money", "travel"]
 
 

@@ -13,8 +13,6 @@ from training.probe import ProbeStudent
 from training.registry import load_student, new_student
 from training.student import TrainingDataError, tune_thresholds
 
-pytestmark = pytest.mark.unit
-
 TOPICS = ["food", "money", "travel"]
 
 
