@@ -137,13 +137,13 @@ def _launch(student: Student, texts: list[str], values: list[Any], params: Any, 
     env: dict[str, Any] = {}
     if plan["device"] == "cpu":
         env["accelerate_use_cpu"] = "true"  # what `accelerate launch --cpu` sets: the Trainer's state goes MULTI_CPU
-        env["gloo_socket_ifname"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
-        env["omp_num_threads"] = plan["threads_per_process"]
+        env["gloo_socket_ifname"] = "lo"  # the ranks talk over loopback (one machine)
+        env["omp_num_threads"] = plan["threads_per_process"]  # sizes each rank's OpenMP pool from its start
     with tempfile.TemporaryDirectory(prefix="distilloop-ranks-") as scratch, _progress_relay(Path(scratch) / "progress", progress):
         try:
             with patch_environment(**env):
                 results = elastic_launch(config, entrypoint=_rank_main)(
-                    student, texts, values, params, fit_kwargs, str(Path(scratch) / "progress"), plan["backend"]
+                    student, texts, values, params, fit_kwargs, str(Path(scratch) / "progress"), plan["backend"], plan["threads_per_process"]
                 )
         except ChildFailedError as e:
             raise DistributedTrainingError(_failure_message(e, n)) from None
@@ -216,29 +216,30 @@ def _quiet(done: int, total: int | None = None) -> None:
     return None
 
 
-def _rank_main(student: Student, texts: list[str], values: list[Any], params: Any, fit_kwargs: dict[str, Any], progress_file: str, backend: str) -> Student | None:
-    """One rank: join the process group, fine-tune, and (rank 0) hand the fitted student back."""
+def _rank_main(*args: Any) -> tuple[Student, dict[str, Any]] | None:
+    """One rank: join the process group, fine-tune, and (rank 0) hand the fitted student back. ``record`` writes
+    an exception's message where the launcher reads it (the error the command shows)."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(_rank_fit)(student, texts, values, params, fit_kwargs, progress_file, backend)
+    return record(_rank_fit)(*args)
 
 
 def _rank_fit(
-    student: Student, texts: list[str], values: list[Any], params: Any, fit_kwargs: dict[str, Any], progress_file: str, backend: str
+    student: Student, texts: list[str], values: list[Any], params: Any, fit_kwargs: dict[str, Any], progress_file: str,
+    backend: str, threads: int | None,
 ) -> tuple[Student, dict[str, Any]] | None:
     import torch
     from accelerate import PartialState
 
     cpu = not torch.cuda.is_available()
-    threads = os.environ.get("OMP_NUM_THREADS")
     if threads and cpu:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     PartialState(cpu=cpu, backend=backend)  # joins the process group the launcher set up (RANK, WORLD_SIZE, MASTER_*)
     main = PartialState().is_main_process
     try:
         student.fit(texts, values, params=params, progress=_file_progress(progress_file) if main else _quiet, **fit_kwargs)
         state = PartialState()  # the Trainer's own (it sets the state up again from the same environment)
-        seen = {"backend": state.backend, "world_size": state.num_processes, "distributed_type": str(state.distributed_type.value)}
+        seen = {"backend": torch.distributed.get_backend(), "world_size": torch.distributed.get_world_size(), "distributed_type": str(state.distributed_type.value)}
         state.wait_for_everyone()
     finally:
         if torch.distributed.is_initialized():
@@ -250,16 +251,19 @@ def _rank_fit(
 
 
 def _distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
+    """True inside a rank of a multi-process run (its process group is up: :func:`_rank_fit`)."""
+    import torch.distributed
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 def is_main_process() -> bool:
     """True in a one-process run, and on rank 0 of a multi-process one."""
     if not _distributed():
         return True
-    from accelerate import PartialState
+    import torch.distributed
 
-    return PartialState().is_main_process
+    return torch.distributed.get_rank() == 0
 
 
 @contextlib.contextmanager
