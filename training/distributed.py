@@ -161,7 +161,7 @@ def _failure_message(error: Any, n: int) -> str:
         why = str(message or "").strip()
         if not why or why.startswith("To enable traceback"):  # no error file: killed, or died outside Python
             why = f"exit code {failure.exitcode}" + (f" ({failure.signal_name()})" if failure.exitcode < 0 else "")
-        parts.append(f"rank {rank} (pid {failure.pid}): {why.splitlines()[-1]}")
+        parts.append(f"rank {rank} (pid {failure.pid}): {' '.join(why.split())}")
     return (
         f"fine-tune on {n} processes failed: {'; '.join(parts)}. The other ranks were stopped and nothing was recorded "
         "(no model version, no student folder); fix the cause and run the command again, or train with --processes 1"

@@ -70,3 +70,19 @@ def test_cli_says_what_to_do(sqlite_engine, heads: Path):  # noqa: F811
     assert r.exit_code == 1 and "expected a number of training processes >= 1, found 0" in r.output
     r = runner.invoke(cli, ["train", "--help"])
     assert "--processes" in r.output
+
+
+def test_a_failed_rank_is_named_with_its_error(tmp_path: Path):
+    """The launcher's own failure records (what ``record`` writes for an exception; a signal leaves none)."""
+    import json
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    error_file = tmp_path / "error.json"
+    error_file.write_text(json.dumps({"message": {"message": "ValueError: no space left\non device", "extraInfo": {"py_callstack": "...", "timestamp": "1"}}}))
+    raised = ProcessFailure(local_rank=1, pid=4321, exitcode=1, error_file=str(error_file))
+    killed = ProcessFailure(local_rank=0, pid=1234, exitcode=-9, error_file="<N/A>")
+    msg = distributed._failure_message(ChildFailedError("_rank_main", {1: raised, 0: killed}), 2)
+    assert msg.startswith("fine-tune on 2 processes failed: rank 0 (pid 1234): Signal 9 (SIGKILL) received by PID 1234; "
+                          "rank 1 (pid 4321): ValueError: no space left on device. ")
+    assert "nothing was recorded" in msg and "--processes 1" in msg
