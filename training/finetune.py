@@ -26,6 +26,7 @@ import numpy as np
 
 from core.vocab import Progress
 from training.probe import ProbeStudent
+from training.rank import is_main_process, main_process_first, trainer_callbacks
 from training.student import Student, check_trainable, targets_matrix, tune_thresholds
 
 
@@ -114,13 +115,14 @@ class FinetuneStudent(Student):
         enc_dir = Path(output_dir) / "encoder"
         source_encoder = self.encoder_path
 
-        # 0. a truncated encoder (first `layers` layers) is written out first: the probe below embeds with it
-        if p.layers is not None:
-            self.encoder_path = str(_truncated_encoder(self.encoder_path, p.layers, enc_dir))
+        with main_process_first():  # several processes (training/distributed.py): rank 0 writes the files first
+            # 0. a truncated encoder (first `layers` layers) is written out first: the probe below embeds with it
+            if p.layers is not None:
+                self.encoder_path = str(_truncated_encoder(self.encoder_path, p.layers, enc_dir) if is_main_process() else enc_dir)
 
-        # 1. linear probe on the frozen encoder: the head's starting point
-        probe = ProbeStudent(labels=self.labels, kind=self.kind, encoder_path=self.encoder_path, max_length=p.max_length, multi_label_threshold=self.multi_label_threshold)
-        probe.fit_embeddings(probe.embed(texts), y, sample_weight=sw.astype(np.float64), C=probe_C, tune=False)
+            # 1. linear probe on the frozen encoder: the head's starting point
+            probe = ProbeStudent(labels=self.labels, kind=self.kind, encoder_path=self.encoder_path, max_length=p.max_length, multi_label_threshold=self.multi_label_threshold)
+            probe.fit_embeddings(probe.embed(texts), y, sample_weight=sw.astype(np.float64), C=probe_C, tune=False)
 
         # 2. data: tokenized, with lengths for length-grouped batches
         tr, va = _split_validation(y, self.kind, p.validation_fraction, p.seed)
@@ -209,7 +211,7 @@ class FinetuneStudent(Student):
                 if progress:
                     progress(state.global_step, state.max_steps)
 
-        callbacks: list[Any] = [Progressing()]
+        callbacks: list[Any] = [Progressing(), *trainer_callbacks()]
         if has_val and p.early_stopping_patience > 0:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
         trainer = _weighted_trainer_class()(
@@ -226,6 +228,8 @@ class FinetuneStudent(Student):
             distill_temperature=p.distill_temperature,
         )
         result = trainer.train()
+        if not is_main_process():
+            return self  # several processes: rank 0 saves the student
         history = [
             {k2: v for k2, v in row.items() if k2 in ("epoch", "loss", "eval_loss")}
             for row in trainer.state.log_history
@@ -285,7 +289,7 @@ def _weighted_trainer_class() -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             labels = inputs["labels"]
             weight = inputs["weight"].to(torch.float32)
-            logits = model.logits(inputs["input_ids"], inputs["attention_mask"])
+            logits = model(inputs["input_ids"], inputs["attention_mask"], raw=True)  # through a DDP wrapper's forward
             cw = None if self.class_weight is None else self.class_weight.to(logits.device)
             if self.kind == "multi":
                 per = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=cw, reduction="none").mean(dim=1)

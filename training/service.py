@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from core.vocab import Progress
 from db import crud
 from db.models import Message, ModelVersion, Split
+from training.distributed import check_processes, fit_finetune
 from training.labelled_data import (
     LabelledSet,
     _head,
@@ -101,6 +102,7 @@ def train_head(
     layers: int | None = None,
     distill_from: int | None = None,
     data: LabelledSet | None = None,
+    processes: int | None = None,
 ) -> ModelVersion:
     """Train a student of ``head`` (kind "probe", "setfit" or "finetune"), evaluate it on the holdout and
     record a ModelVersion (flushed, not committed). The student folder is written to a temp folder
@@ -116,6 +118,9 @@ def train_head(
     full-size fine-tune) makes that model the teacher: its probabilities on the training texts are soft
     targets (knowledge distillation), so a smaller student keeps most of a bigger one's accuracy.
 
+    ``processes`` (fine-tune only): train data parallel on that many processes (training/distributed.py);
+    recorded in ``params["distributed"]``.
+
     Probe: starts from the head's previous probe when the head file's ``student.probe.warm_start`` is on
     (recorded as ``params.warm_start_from``). ``data``: the head's :func:`training_set`, when the caller has
     just read it in the same transaction (a round does)."""
@@ -128,6 +133,7 @@ def train_head(
         )
     if layers is not None and layers < 1:
         raise ValueError(f"layers: expected a number of encoder layers >= 1, found {layers}")
+    check_processes(processes, kind=kind)
     hd = _head(head)
     if data is None:
         data = training_set(session, head=head)
@@ -194,9 +200,11 @@ def train_head(
             if layers is not None:
                 params.layers = layers
             soft = teacher.predict_proba(data.texts) if teacher is not None else None
-            student.fit(
+            student = fit_finetune(
+                student,
                 data.texts,
                 data.values,
+                processes=processes or 1,
                 output_dir=tmp,
                 checkpoint_dir=root / "checkpoints" / head / run_id,
                 sample_weight=data.weights,

@@ -13,7 +13,8 @@ class StudentModule(nn.Module):
     """encoder → mean pool → L2 normalize → linear head.
 
     ``forward(input_ids, attention_mask)`` returns probabilities (softmax or sigmoid, per ``activation``);
-    ``logits(...)`` returns the head's raw scores (what training losses use)."""
+    ``logits(...)`` returns the head's raw scores (what training losses use); ``forward(..., raw=True)`` too,
+    through the module's ``__call__`` (what a DistributedDataParallel wrapper needs to synchronize gradients)."""
 
     def __init__(self, encoder: nn.Module, n_labels: int, *, activation: str = "softmax") -> None:
         super().__init__()
@@ -42,8 +43,10 @@ class StudentModule(nn.Module):
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.sentence_embedding(input_ids, attention_mask))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, raw: bool = False) -> torch.Tensor:
         z = self.logits(input_ids, attention_mask)
+        if raw:
+            return z
         return torch.sigmoid(z) if self.activation == "sigmoid" else torch.softmax(z, dim=-1)
 
 

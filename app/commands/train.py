@@ -79,6 +79,9 @@ def register(cli: typer.Typer) -> None:
         distill_from: int | None = typer.Option(
             None, "--distill-from", help="finetune: a model version id of this head to distil from (its probabilities are soft targets)"
         ),
+        processes: int | None = typer.Option(
+            None, "--processes", help="finetune: train data parallel on N processes (accelerate; gloo on CPU, NCCL with one GPU each)"
+        ),
     ) -> None:
         """Train a student on the labelled pool, evaluate it on the holdout, record a model version."""
         from db.engine import session_scope
@@ -86,7 +89,7 @@ def register(cli: typer.Typer) -> None:
 
         with cli_errors(), session_scope() as session:
             with progress_bar(f"training {kind} for {head}") as update:
-                mv = train_head(session, head=head, kind=kind, progress=update, layers=layers, distill_from=distill_from)
+                mv = train_head(session, head=head, kind=kind, progress=update, layers=layers, distill_from=distill_from, processes=processes)
             counts = mv.train_counts or {}
             console.print(
                 f"model version [bold]{mv.id}[/bold] ({mv.kind}, encoder {mv.encoder}) trained on {counts.get('total')} "
