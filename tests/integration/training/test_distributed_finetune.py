@@ -19,8 +19,6 @@ from tests.unit.training.test_service import _seed, _write_head
 from training.distributed import DistributedTrainingError
 from training.service import train_head
 
-pytestmark = pytest.mark.integration
-
 TOPICS = ["food", "money", "travel"]
 
 

@@ -15,7 +15,6 @@ from tests.unit.training.test_service import _seed, heads  # noqa: F401  (fixtur
 from training.distributed import check_processes, layout
 from training.service import train_head
 
-pytestmark = pytest.mark.unit
 runner = CliRunner()
 
 
