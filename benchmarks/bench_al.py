@@ -80,7 +80,13 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
 
     import training.semi_supervised as semi
     from active_learning.simulation.datasets import load_dataset
-    from active_learning.simulation.runner import Arm, SimulationConfig, _Probe, _semi_student, run_curve
+    from active_learning.simulation.runner import (
+        Arm,
+        ProductProbe,
+        SimulationConfig,
+        _semi_student,
+        run_curve,
+    )
     from training.encoder import embed
     from training.semi_supervised import PseudoLabelParams
 
@@ -106,7 +112,7 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
                   y_test=y_test, n_classes=k, cfg=cfg, labelled_out=got)
         lab = got[0]
         rest = np.setdiff1d(np.arange(len(y_pool)), lab)
-        sup = _Probe(k, cfg, warm_start=False).fit(x_pool[lab], y_pool[lab])
+        sup = ProductProbe(k, cfg, warm_start=False).fit(x_pool[lab], y_pool[lab])
         right: list[np.ndarray] = []
 
         def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202  (the real pseudo-labels, checked against gold)

@@ -46,7 +46,7 @@ def _texts(session: Session, ids: list[int]) -> dict[int, str]:
     return out
 
 
-def _head(head: str) -> Any:
+def head_definition(head: str) -> Any:
     from core.heads import get_head
 
     return get_head(head)
@@ -56,7 +56,7 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
     """The labelled pool messages a student of ``head`` trains on, with their origin weights. With
     ``origin_weights.llm: trust`` an LLM label weighs the teacher's learned precision on the label it gives
     (``training.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label)."""
-    hd = _head(head)
+    hd = head_definition(head)
     weights = dict(hd.student.origin_weights)
     trust_weights: dict[str, float] | None = None
     trust_info: dict[str, Any] | None = None
@@ -127,7 +127,7 @@ class Holdout:
 
 def holdout_set(session: Session, *, head: str) -> Holdout:
     """Gold labels (human/import) of holdout messages, and the LLM teacher's labels of the same messages."""
-    hd = _head(head)
+    hd = head_definition(head)
     gold = crud.effective_labels(session, head=head, split=Split.HOLDOUT, origins=GOLD_ORIGINS)
     ids, values = [], []
     for mid, lab in sorted(gold.items()):

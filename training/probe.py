@@ -11,7 +11,7 @@ import numpy as np
 
 from core.vocab import Progress
 from training.semi_supervised import PseudoLabelParams
-from training.student import _NEG, Student, check_trainable, softmax, targets_matrix, tune_thresholds
+from training.student import NEG_LOGIT, Student, check_trainable, softmax, targets_matrix, tune_thresholds
 
 
 def _class_weight_dict(y: np.ndarray, n: int, mode: str | None) -> dict[int, float] | None:
@@ -136,13 +136,13 @@ class ProbeStudent(Student):
 
         k, dim = len(self.labels), emb.shape[1]
         w = np.zeros((k, dim), dtype=np.float32)
-        b = np.full(k, _NEG, dtype=np.float32)
+        b = np.full(k, NEG_LOGIT, dtype=np.float32)
         classes = sorted(int(c) for c in np.unique(y))
         clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter, warm_start=init is not None and len(classes) > 2)
         if init is not None and len(classes) > 2:
             clf.coef_ = init[0][classes].astype(np.float64)
-            # a class the previous head never saw has the bias _NEG: start it from 0 like a cold fit
-            clf.intercept_ = np.where(init[1][classes] <= _NEG, 0.0, init[1][classes]).astype(np.float64)
+            # a class the previous head never saw has the bias NEG_LOGIT: start it from 0 like a cold fit
+            clf.intercept_ = np.where(init[1][classes] <= NEG_LOGIT, 0.0, init[1][classes]).astype(np.float64)
         clf.fit(emb, y, sample_weight=sample_weight)
         classes = [int(c) for c in clf.classes_]
         if len(classes) == 2:  # sklearn keeps one row for two classes: logits [0, z]
@@ -162,12 +162,12 @@ class ProbeStudent(Student):
         t0 = time.perf_counter()
         k, dim = len(self.labels), emb.shape[1]
         w = np.zeros((k, dim), dtype=np.float32)
-        b = np.full(k, _NEG, dtype=np.float32)
+        b = np.full(k, NEG_LOGIT, dtype=np.float32)
         if self.kind == "multi":
             for j in range(k):
                 col = (y[:, j] > 0.5).astype(np.int64)
                 if col.min() == col.max():  # constant label: a constant probability
-                    b[j] = -_NEG if col[0] == 1 else _NEG
+                    b[j] = -NEG_LOGIT if col[0] == 1 else NEG_LOGIT
                     continue
                 clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter)
                 clf.fit(emb, col, sample_weight=sample_weight)

@@ -28,8 +28,8 @@ from db.models import Message, ModelVersion, Split
 from training.distributed import check_processes, fit_finetune
 from training.labelled_data import (
     LabelledSet,
-    _head,
     evaluate_on_holdout,
+    head_definition,
     holdout_check,
     holdout_set,
     label_example_rows,
@@ -134,7 +134,7 @@ def train_head(
     if layers is not None and layers < 1:
         raise ValueError(f"layers: expected a number of encoder layers >= 1, found {layers}")
     check_processes(processes, kind=kind)
-    hd = _head(head)
+    hd = head_definition(head)
     if data is None:
         data = training_set(session, head=head)
     labels = hd.label_names
@@ -289,7 +289,7 @@ def evaluate_head(session: Session, *, head: str, model_version_id: int | None =
     """Evaluate a model version (default: the latest) on the current holdout; the metrics are stored on
     the ModelVersion and returned. Raises ValueError when the holdout has fewer than ``min_holdout``
     labels, unless ``allow_small``."""
-    hd = _head(head)
+    hd = head_definition(head)
     mv = get_model_version(session, head=head, model_version_id=model_version_id)
     ho = holdout_set(session, head=head)
     msg = holdout_check(len(ho.values), hd.min_holdout, head)

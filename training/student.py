@@ -36,7 +36,7 @@ from training.encoder import embed
 
 STUDENT_FORMAT = 1
 KINDS = ("single", "multi", "binary")
-_NEG = -30.0  # logit of a label never seen in training: probability ~1e-13
+NEG_LOGIT = -30.0  # logit of a label never seen in training: probability ~1e-13
 
 
 class TrainingDataError(ValueError):

@@ -87,7 +87,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, *, full_accuracy: float,
     return path
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -96,7 +96,7 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _markdown_table(summary: list[dict[str, Any]]) -> str:
+def markdown_table(summary: list[dict[str, Any]]) -> str:
     if not summary:
         return ""
     keys = [k for k in summary[0] if not k.endswith("_per_seed")]

@@ -29,7 +29,7 @@ import numpy as np
 from active_learning.pool import PoolView
 from active_learning.queue import build_batch, validate_mix
 from active_learning.simulation.datasets import load_dataset
-from active_learning.simulation.report import _markdown_table, _write_rows, plot_curves, summarize
+from active_learning.simulation.report import markdown_table, plot_curves, summarize, write_rows
 from active_learning.simulation.teacher import (
     make_teacher,
     precision_spread,
@@ -135,7 +135,7 @@ class SimulationConfig:
         self.output_dir = Path(self.output_dir)
 
 
-class _Probe:
+class ProductProbe:
     """The product's probe (:class:`training.probe.ProbeStudent`) on the simulation's embeddings: the curves
     measure the student distilloop trains. Warm-started from the previous round's head when ``warm_start``."""
 
@@ -146,7 +146,7 @@ class _Probe:
                                     encoder=cfg.encoder)
         self.cfg, self.warm_start = cfg, warm_start
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _Probe:
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> ProductProbe:
         s = self.student
         init = (s.weight, s.bias) if self.warm_start and s.weight is not None else None
         s.fit_embeddings(x, y, sample_weight=sample_weight, C=self.cfg.C, class_weight=self.cfg.class_weight,
@@ -158,7 +158,7 @@ class _Probe:
 
 
 def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
-    return _Probe(n_classes, cfg, warm_start=False).student
+    return ProductProbe(n_classes, cfg, warm_start=False).student
 
 
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -196,7 +196,7 @@ def run_curve(
     labelled = np.zeros(n, dtype=bool)
     first = rng.choice(n, size=min(cfg.initial, n), replace=False)
     labelled[first] = True
-    student = _Probe(n_classes, cfg, warm_start=cfg.warm_start)
+    student = ProductProbe(n_classes, cfg, warm_start=cfg.warm_start)
     if arm.teacher and teacher is None:
         raise ValueError(f"arm {arm.name!r} needs a simulated teacher")
     t_labels, t_conf = teacher if arm.teacher and teacher is not None else (None, None)
@@ -347,7 +347,7 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
 
     # the reference: the same student on every pool label
     t0 = time.perf_counter()
-    full = _Probe(n_classes, cfg, warm_start=False)
+    full = ProductProbe(n_classes, cfg, warm_start=False)
     full.fit(x_pool, y_pool)
     full_metrics = _metrics(y_test, full.predict_proba(x_test).argmax(axis=1))
     full_fit_s = time.perf_counter() - t0
@@ -373,7 +373,7 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
                     cfg=cfg, teacher=teacher, on_round=tick, trust_out=trust_rows,
                 )
             )
-            _write_rows(out / "curves.csv", rows)  # after every curve: a long run can be read while it goes
+            write_rows(out / "curves.csv", rows)  # after every curve: a long run can be read while it goes
 
     summary = summarize(rows, full_accuracy=full_metrics["accuracy"], target=cfg.target_accuracy)
     with (out / "summary.csv").open("w", newline="") as f:
@@ -385,7 +385,7 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
         f"{len(cfg.seeds)} seed(s)"
     )
     plot = plot_curves(rows, out / "curves.png", full_accuracy=full_metrics["accuracy"], target=cfg.target_accuracy, title=title)
-    md = _markdown_table(summary)
+    md = markdown_table(summary)
     (out / "summary.md").write_text(
         f"# {title}\n\nAll-data accuracy (same student, {len(y_pool)} labels): {full_metrics['accuracy']:.4f}\n\n{md}\n"
     )

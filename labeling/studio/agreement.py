@@ -12,7 +12,7 @@ from core.agreement import cohen_kappa, fleiss_kappa
 from core.heads import get_head
 from db import crud
 from db.models import Origin, QueueItem
-from labeling.studio.pull import CONSENSUS, _value_key
+from labeling.studio.pull import CONSENSUS, value_key
 
 
 def annotator_labels(session: Session, *, head: str) -> dict[int, dict[str, Any]]:
@@ -34,7 +34,7 @@ def agreement(session: Session, *, head: str) -> dict[str, Any]:
     agree_pairs = total_pairs = 0
     disagreements = []
     for mid, votes in sorted(multi.items()):
-        keys = [_value_key(v) for v in votes.values()]
+        keys = [value_key(v) for v in votes.values()]
         pairs = list(combinations(keys, 2))
         total_pairs += len(pairs)
         agree_pairs += sum(1 for x, y in pairs if x == y)
@@ -46,8 +46,8 @@ def agreement(session: Session, *, head: str) -> dict[str, Any]:
         shared = [mid for mid, votes in multi.items() if a in votes and b in votes]
         if not shared:
             continue
-        ra = [_value_key(multi[m][a]) for m in shared]
-        rb = [_value_key(multi[m][b]) for m in shared]
+        ra = [value_key(multi[m][a]) for m in shared]
+        rb = [value_key(multi[m][b]) for m in shared]
         pairwise.append(
             {
                 "annotators": [a, b],
@@ -64,7 +64,7 @@ def agreement(session: Session, *, head: str) -> dict[str, Any]:
         "annotators": annotators,
         "items_with_several_annotators": len(multi),
         "raw_agreement": agree_pairs / total_pairs if total_pairs else None,
-        "fleiss_kappa": fleiss_kappa([[_value_key(v) for v in votes.values()] for votes in multi.values()]),
+        "fleiss_kappa": fleiss_kappa([[value_key(v) for v in votes.values()] for votes in multi.values()]),
         "cohen_kappa": pairwise[0]["cohen_kappa"] if len(annotators) == 2 and pairwise else None,
         "pairwise": pairwise,
         "disagreements": disagreements,

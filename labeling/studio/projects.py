@@ -21,19 +21,19 @@ from labeling.studio.config import (
 from labeling.studio.errors import LabelConfigConflict
 
 
-def _project_key(head: str) -> str:
+def project_key(head: str) -> str:
     return f"label_studio:project:{head}"
 
 
-def _push_key(head: str) -> str:
+def push_key(head: str) -> str:
     return f"label_studio:push:{head}"
 
 
-def _pull_key(head: str) -> str:
+def pull_key(head: str) -> str:
     return f"label_studio:pull:{head}"
 
 
-def _client(client: StudioClient | None) -> StudioClient:
+def client_or_default(client: StudioClient | None) -> StudioClient:
     return client if client is not None else StudioClient.from_settings()
 
 
@@ -57,10 +57,10 @@ def ensure_project(session: Session, *, head: str, client: StudioClient | None =
     brought up to date. Adding labels updates it; removing a label that annotations use is refused with
     :class:`LabelConfigConflict`. Returns {project_id, created, updated, title}."""
     hd = get_head(head)
-    client = _client(client)
+    client = client_or_default(client)
     wanted = project_settings(hd)
     title = project_title(hd.name)
-    state = crud.get_sync_state(session, name=_project_key(hd.name))
+    state = crud.get_sync_state(session, name=project_key(hd.name))
     project = None
     if state.get("project_id") and state.get("url") == client.url:
         project = client.get_project(int(state["project_id"]))
@@ -94,7 +94,7 @@ def ensure_project(session: Session, *, head: str, client: StudioClient | None =
             updated = True
     crud.set_sync_state(
         session,
-        name=_project_key(hd.name),
+        name=project_key(hd.name),
         value={
             "project_id": int(project["id"]),
             "url": client.url,
@@ -111,7 +111,7 @@ def _sha(text: str) -> str:
 
 
 def project_id_for(session: Session, *, head: str, client: StudioClient) -> int | None:
-    state = crud.get_sync_state(session, name=_project_key(head))
+    state = crud.get_sync_state(session, name=project_key(head))
     if state.get("project_id") and state.get("url") == client.url:
         return int(state["project_id"])
     return None
@@ -121,7 +121,7 @@ def register_webhooks(
     session: Session, *, heads: Sequence[str], url: str, client: StudioClient | None = None
 ) -> dict[str, int]:
     """Make each head's project post its annotation events to ``url`` (once). Returns {head: webhook id}."""
-    client = _client(client)
+    client = client_or_default(client)
     out = {}
     for head in heads:
         pid = ensure_project(session, head=head, client=client)["project_id"]

@@ -26,7 +26,7 @@ from db import crud
 from db.models import Label, Origin, QueueItem, QueueStatus, utcnow
 from labeling.studio.client import StudioClient
 from labeling.studio.config import AnnotationError, parse_annotation
-from labeling.studio.projects import _client, _pull_key, ensure_project, project_id_for
+from labeling.studio.projects import client_or_default, ensure_project, project_id_for, pull_key
 
 CONSENSUS = crud.CONSENSUS_ANNOTATOR  # the annotator name of a resolved answer
 PULL_PAGE = 1000
@@ -53,7 +53,7 @@ def _annotator(client: StudioClient, ann: dict[str, Any], held: Sequence[Label])
     return next((lab.annotator for lab in held if lab.external_ref == ref and lab.annotator), f"removed-user:{user_id}")
 
 
-def _value_key(value: Any) -> str:
+def value_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
@@ -74,11 +74,11 @@ def pull_annotations(
     with their task id; the rest of the pull goes on. Returns counts and the refused annotations.
     ``after_page`` is called with the page number after each committed page (tests, progress)."""
     hd = get_head(head)
-    client = _client(client)
+    client = client_or_default(client)
     pid = project_id_for(session, head=hd.name, client=client)
     if pid is None:
         pid = ensure_project(session, head=hd.name, client=client)["project_id"]
-    state = crud.get_sync_state(session, name=_pull_key(hd.name))
+    state = crud.get_sync_state(session, name=pull_key(hd.name))
     watermark = None if full or state.get("project_id") != pid else state.get("watermark")
     started = utcnow()
     updated_after = datetime.fromisoformat(watermark) - PULL_OVERLAP if watermark else None
@@ -125,7 +125,7 @@ def pull_annotations(
                 result["deleted"] += _mark_deleted(session, hd, client, pid)
             crud.set_sync_state(
                 session,
-                name=_pull_key(hd.name),
+                name=pull_key(hd.name),
                 value={
                     "project_id": pid,
                     "watermark": started.isoformat(),
@@ -280,7 +280,7 @@ def _resolve(
     elif k < required:
         status = QueueStatus.PUSHED
     else:
-        counts = Counter(_value_key(v) for v in votes.values())
+        counts = Counter(value_key(v) for v in votes.values())
         top, n_top = counts.most_common(1)[0]
         tie = sum(1 for n in counts.values() if n == n_top) > 1
         if n_top == k:

@@ -23,7 +23,7 @@ from db.models import Label, Message, Origin, QueueItem, QueueStatus, Split, utc
 from labeling.studio.client import StudioClient
 from labeling.studio.config import prediction, task_data
 from labeling.studio.errors import LabelStudioAuthError, LabelStudioError
-from labeling.studio.projects import _client, _push_key, ensure_project
+from labeling.studio.projects import client_or_default, ensure_project, push_key
 
 PUSH_BATCH = 1000
 
@@ -71,7 +71,7 @@ def push_queue(
     if limit is not None and limit < 1:
         raise ValueError(f"expected a limit of at least 1, found {limit}")
     hd = get_head(head)
-    client = _client(client)
+    client = client_or_default(client)
     project = ensure_project(session, head=hd.name, client=client)
     pid = project["project_id"]
     q = select(QueueItem).where(QueueItem.head == hd.name, QueueItem.status == QueueStatus.PENDING).order_by(QueueItem.id)
@@ -83,7 +83,7 @@ def push_queue(
         progress(0, len(items))
     if not items:
         return result
-    marker = crud.get_sync_state(session, name=_push_key(hd.name))
+    marker = crud.get_sync_state(session, name=push_key(hd.name))
     known: dict[int, int] | None = None
     if marker.get("in_flight") and marker.get("project_id") == pid:
         known = client.task_ids_by_message(pid)  # a previous push stopped between import and commit
@@ -108,7 +108,7 @@ def push_queue(
         todo = [p for p in pending if p.id not in task_ids]
         if todo:
             crud.set_sync_state(
-                session, name=_push_key(hd.name), value={"project_id": pid, "in_flight": [p.message_id for p in todo]}
+                session, name=push_key(hd.name), value={"project_id": pid, "in_flight": [p.message_id for p in todo]}
             )
             session.commit()
             ids, imported, found = _import_once(client, pid, todo)
@@ -126,7 +126,7 @@ def push_queue(
                 for p in pending
             ],
         )
-        crud.set_sync_state(session, name=_push_key(hd.name), value={"project_id": pid, "in_flight": []})
+        crud.set_sync_state(session, name=push_key(hd.name), value={"project_id": pid, "in_flight": []})
         session.commit()
         result["batches"] += 1
         done += len(batch)

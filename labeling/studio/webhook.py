@@ -36,12 +36,12 @@ def project_heads(heads: list[str]) -> dict[int, str]:
     """{Label Studio project id: head} from the projects recorded in the database."""
     from db import crud
     from db.engine import session_scope
-    from labeling.studio.projects import _project_key
+    from labeling.studio.projects import project_key
 
     out: dict[int, str] = {}
     with session_scope() as session:
         for head in heads:
-            pid = crud.get_sync_state(session, name=_project_key(head)).get("project_id")
+            pid = crud.get_sync_state(session, name=project_key(head)).get("project_id")
             if pid is not None:
                 out[int(pid)] = head
     return out
