@@ -70,7 +70,7 @@ bench-bundle: $(STAMP)
 	$(BIN)/python benchmarks/bench_bundle.py
 
 bench-bundle-multitask: $(STAMP)
-	nice -n 5 $(BIN)/python benchmarks/bench_bundle.py --student multitask --layers 3 --epochs 2
+	nice -n 5 $(BIN)/python benchmarks/bench_bundle.py --student multitask --layers 3 --epochs 1
 
 # kill -9 anywhere: each long command SIGKILLed 20 times at random moments, then rerun and checked (KILLS=N)
 KILLS ?= 20

@@ -81,7 +81,7 @@ def _environment(workdir: Path, *, student: str, epochs: float) -> None:
     reset_settings()
 
 
-def build(workdir: Path, *, student: str = "probe", layers: int = 3, epochs: float = 2) -> dict:
+def build(workdir: Path, *, student: str = "probe", layers: int = 3, epochs: float = 1) -> dict:
     _environment(workdir, student=student, epochs=epochs)
     from db.engine import get_engine, session_scope
     from db.migrate import upgrade
@@ -131,7 +131,26 @@ def _holdout_summary(metrics: dict | None) -> dict:
     return {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "micro_f1", "subset_accuracy") if m.get(k) is not None}
 
 
-def measure(workdir: Path, *, calls: int) -> dict:
+def int8_anyway(workdir: Path) -> Path:
+    """A copy of the bundle with an INT8 twin even though the export dropped it (its parity check lost more than
+    a point on some head): to measure the speed the INT8 graph would have. Never shipped; the copy says so."""
+    import shutil
+
+    from export.convert import quantize_int8
+
+    src = workdir / "models" / "final" / "workflow"
+    dst = workdir / "models" / "final" / "workflow-int8-rejected"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    quantize_int8(dst / "model.onnx", dst / "model.int8.onnx")
+    manifest = json.loads((dst / "export.json").read_text())
+    manifest["files"]["model_int8"] = "model.int8.onnx"
+    manifest["int8_note"] = "benchmark copy: INT8 written although the export's parity check rejected it"
+    (dst / "export.json").write_text(json.dumps(manifest, indent=2))
+    return dst
+
+
+def measure(workdir: Path, *, calls: int, bundle_name: str = "workflow") -> dict:
     from db.engine import session_scope
     from export.service import _holdout
     from training.inference import ClassifierModel, WorkflowClassifier
@@ -140,7 +159,7 @@ def measure(workdir: Path, *, calls: int) -> dict:
     rows = [json.loads(x) for x in (REPO / "data" / "demo" / "messages.jsonl").read_text().splitlines() if x.strip()]
     texts = [r["text"] for r in rows]
     single = {h: ClassifierModel(final / h, threads=1) for h in HEADS}
-    bundle = WorkflowClassifier(final / "workflow", threads=1)
+    bundle = WorkflowClassifier(final / bundle_name, threads=1)
     for t in texts[:20]:  # warm-up
         bundle.predict(t)
         for m in single.values():
@@ -162,7 +181,7 @@ def measure(workdir: Path, *, calls: int) -> dict:
     }
     lat["ratio_p50"] = lat["bundle_p50_ms"] / lat["four_single_p50_ms"]
 
-    bundle2 = WorkflowClassifier(final / "workflow", threads=2)
+    bundle2 = WorkflowClassifier(final / bundle_name, threads=2)
     single2 = {h: ClassifierModel(final / h, threads=2) for h in HEADS}
     bundle2.predict_proba(texts[:64])
     a = time.perf_counter()
@@ -205,7 +224,9 @@ def _markdown(r: dict) -> str:
         f"{r.get('load_avg_1m_end', float('nan')):.2f} at the end · {r['machine']['when']}",
         "",
         students + f"INT8 {'on every model' if r['int8'] else 'NOT on every model (fp32 somewhere, see the json)'}; "
-        "whole calls including tokenizing.",
+        "whole calls including tokenizing."
+        + (" The bundle's INT8 twin here is a benchmark copy quantized although the export's parity check rejected it "
+           "(it is not what `export --bundle` ships)." if r.get("int8_anyway") else ""),
         "",
         "| figure | bundle | four single-head models (baseline, same run) | target |",
         "|---|---:|---:|---|",
@@ -237,9 +258,11 @@ def main() -> None:
     ap.add_argument("--student", choices=["probe", "multitask"], default="probe",
                     help="probe: the frozen encoder's probes; multitask: a multi-task fine-tune vs single-head fine-tunes")
     ap.add_argument("--layers", type=int, default=3, help="multitask: encoder layers of every fine-tune")
-    ap.add_argument("--epochs", type=float, default=2, help="multitask: training epochs of every fine-tune")
+    ap.add_argument("--epochs", type=float, default=1, help="multitask: training epochs of every fine-tune")
     ap.add_argument("--from", dest="from_dir", type=Path, default=None,
                     help="measure the models a previous run built and kept (--keep DIR), without training again")
+    ap.add_argument("--int8-anyway", action="store_true",
+                    help="with --from: when the bundle's INT8 twin was rejected by its parity check, quantize a copy and measure it")
     args = ap.parse_args()
     info = machine_info()
     print_machine(info)
@@ -253,14 +276,15 @@ def main() -> None:
             built = build(workdir, student=args.student, layers=args.layers, epochs=args.epochs)
             (workdir / "built.json").write_text(json.dumps(built, default=str))
         result = {"machine": info, "student": args.student, "layers": args.layers, "epochs": args.epochs,
-                  **measure(workdir, calls=args.calls), "build": built["timings_s"],
+                  **measure(workdir, calls=args.calls, bundle_name=int8_anyway(workdir).name if args.int8_anyway else "workflow"),
+                  "int8_anyway": args.int8_anyway, "build": built["timings_s"],
                   "bundle_heads": built["manifest"]["heads"], "excluded": built["manifest"]["excluded"],
                   "holdout_single": built["single_holdout"], "holdout_multitask": built["multitask_holdout"],
                   "load_avg_1m_end": os.getloadavg()[0]}
     md = _markdown(result)
     print(md)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = "bundle-multitask" if args.student == "multitask" else "bundle"
+    stem = ("bundle-multitask" if args.student == "multitask" else "bundle") + ("-int8-rejected" if args.int8_anyway else "")
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     (RESULTS_DIR / f"{stem}.md").write_text(md + "\n")
     print(f"written {RESULTS_DIR / f'{stem}.md'}")
