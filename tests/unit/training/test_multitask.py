@@ -144,9 +144,21 @@ def test_cli_trains_one_encoder_for_every_head_and_the_bundle_runs_it_once(engin
         from export.bundle import BundleMismatch
         from training.service import train_head
 
-        train_head(session, head="toy", kind="probe")
+        probe_id = train_head(session, head="toy", kind="probe").id
+        session.commit()
         with pytest.raises(BundleMismatch, match=r"found 2 encoders \((toy: .*; toyflag, toymulti: |toyflag, toymulti: .*; toy: )"):
             export_bundle(session, heads=HEADS, force=True)
+        run_ids = {h: mvs[h].id for h in HEADS}
+
+    # distillation: any model version of a multi-task run teaches every head with its own model of that run
+    r = runner.invoke(cli, ["train", "--kind", "finetune", "--heads", ",".join(HEADS), "--layers", "1", "--distill-from", str(run_ids["toyflag"])])
+    assert r.exit_code == 0, r.output
+    with Session(engine) as session:
+        for h in HEADS:
+            mv = session.exec(select(ModelVersion).where(ModelVersion.head == h).order_by(ModelVersion.id.desc())).first()
+            assert mv.params["distilled"] is True and mv.params["distilled_from"] == run_ids[h] and mv.params["multitask"]["folder"] != str(run)
+    r = runner.invoke(cli, ["train", "--kind", "finetune", "--heads", ",".join(HEADS), "--distill-from", str(probe_id)])
+    assert r.exit_code == 1 and f"model version {probe_id} (toy) is a single-head model" in r.output
 
 
 def test_cli_refuses_bad_combinations(sqlite_engine, heads: Path) -> None:  # noqa: F811
