@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle crash-test bench-coaching bench-finetune-processes
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle bench-bundle-multitask crash-test bench-coaching bench-finetune-processes
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -71,6 +71,9 @@ bench-cascade: $(STAMP)
 
 bench-bundle: $(STAMP)
 	$(BIN)/python benchmarks/bench_bundle.py
+
+bench-bundle-multitask: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/bench_bundle.py --student multitask --layers 3 --epochs 1
 
 # kill -9 anywhere: each long command SIGKILLed 20 times at random moments, then rerun and checked (KILLS=N)
 KILLS ?= 20

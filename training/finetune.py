@@ -100,7 +100,7 @@ class FinetuneStudent(Student):
         order: distillation (see the module docstring)."""
         import torch
         from datasets import Dataset
-        from transformers import AutoModel, EarlyStoppingCallback, TrainerCallback, TrainingArguments
+        from transformers import AutoModel
 
         from training.encoder import load_tokenizer
         from training.torch_modules import StudentModule
@@ -156,17 +156,7 @@ class FinetuneStudent(Student):
 
         # 3. loss weights
         k = len(self.labels)
-        class_w: torch.Tensor | None = None
-        if p.class_weights:
-            if self.kind == "multi":
-                pos = y[tr].sum(axis=0)
-                class_w = torch.tensor(np.clip((len(tr) - pos) / np.maximum(pos, 1), 1.0, 20.0), dtype=torch.float32)
-            else:
-                counts = np.bincount(y[tr], minlength=k).astype(np.float64)
-                present = counts > 0
-                wts = np.zeros(k)
-                wts[present] = len(tr) / (present.sum() * counts[present])
-                class_w = torch.tensor(wts, dtype=torch.float32)
+        class_w = class_weights(y[tr], self.kind, k) if p.class_weights else None
 
         # 4. model: encoder + the probe's head
         torch.manual_seed(p.seed)
@@ -177,43 +167,7 @@ class FinetuneStudent(Student):
             model.head.bias.copy_(torch.from_numpy(probe.bias))
 
         has_val = len(va) > 0
-        args = TrainingArguments(
-            output_dir=str(checkpoint_dir),
-            learning_rate=p.learning_rate,
-            per_device_train_batch_size=p.batch_size,
-            per_device_eval_batch_size=max(p.batch_size, 64),
-            num_train_epochs=p.epochs,
-            warmup_steps=p.warmup_ratio,
-            weight_decay=p.weight_decay,
-            lr_scheduler_type="linear",
-            eval_strategy="epoch" if has_val else "no",
-            save_strategy="epoch" if has_val else "no",
-            load_best_model_at_end=has_val,
-            metric_for_best_model="eval_loss" if has_val else None,
-            greater_is_better=False if has_val else None,
-            save_total_limit=2,
-            save_only_model=True,
-            train_sampling_strategy="group_by_length",
-            length_column_name="length",
-            remove_unused_columns=False,
-            label_names=["labels"],
-            prediction_loss_only=True,
-            logging_strategy="epoch",
-            report_to="none",
-            disable_tqdm=progress is not None,
-            seed=p.seed,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(),
-        )
-
-        class Progressing(TrainerCallback):
-            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                if progress:
-                    progress(state.global_step, state.max_steps)
-
-        callbacks: list[Any] = [Progressing(), *trainer_callbacks()]
-        if has_val and p.early_stopping_patience > 0:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
+        args, callbacks = trainer_setup(p, checkpoint_dir, has_val=has_val, progress=progress)
         trainer = _weighted_trainer_class()(
             model=model,
             args=args,
@@ -269,6 +223,53 @@ class FinetuneStudent(Student):
         return self
 
 
+def trainer_setup(p: FinetuneParams, checkpoint_dir: Path | str, *, has_val: bool, progress: Progress = None) -> tuple[Any, list[Any]]:
+    """The Trainer's arguments and callbacks of a fine-tune: linear schedule, an evaluation and a checkpoint
+    per epoch with the best (lowest validation loss) model kept and early stopping when there is a
+    validation set, length-grouped batches, ``progress`` called after each step."""
+    import torch
+    from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        learning_rate=p.learning_rate,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=max(p.batch_size, 64),
+        num_train_epochs=p.epochs,
+        warmup_steps=p.warmup_ratio,
+        weight_decay=p.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch" if has_val else "no",
+        save_strategy="epoch" if has_val else "no",
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss" if has_val else None,
+        greater_is_better=False if has_val else None,
+        save_total_limit=2,
+        save_only_model=True,
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=progress is not None,
+        seed=p.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+    class Progressing(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if progress:
+                progress(state.global_step, state.max_steps)
+
+    callbacks: list[Any] = [Progressing(), *trainer_callbacks()]
+    if has_val and p.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
+    return args, callbacks
+
+
 def _weighted_trainer_class() -> type:
     """A Trainer with class- and sample-weighted loss and an optional larger head learning rate."""
     import torch
@@ -290,13 +291,7 @@ def _weighted_trainer_class() -> type:
             labels = inputs["labels"]
             weight = inputs["weight"].to(torch.float32)
             logits = model(inputs["input_ids"], inputs["attention_mask"], raw=True)  # through a DDP wrapper's forward
-            cw = None if self.class_weight is None else self.class_weight.to(logits.device)
-            if self.kind == "multi":
-                per = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=cw, reduction="none").mean(dim=1)
-            else:
-                per = torch.nn.functional.cross_entropy(logits, labels, weight=cw, reduction="none")
-                if cw is not None:  # normalize like the weighted mean of cross_entropy
-                    per = per / cw[labels].mean().clamp(min=1e-9)
+            per = labels_loss(logits, labels, self.kind, self.class_weight)
             soft = inputs.get("soft")
             if soft is not None and self.distill_weight > 0:
                 per = (1 - self.distill_weight) * per + self.distill_weight * distillation_loss(logits, soft, self.kind, self.distill_temperature)
@@ -323,6 +318,35 @@ def _weighted_trainer_class() -> type:
             return super().create_optimizer(model) if model is not None else super().create_optimizer()
 
     return WeightedTrainer
+
+
+def class_weights(y: np.ndarray, kind: str, k: int) -> Any:
+    """Loss weights from the training targets ``y``: per label ``negatives / positives`` (clipped to 1..20,
+    BCE's ``pos_weight``) for multi-label heads, ``balanced`` class weights for single/binary heads."""
+    import torch
+
+    if kind == "multi":
+        pos = y.sum(axis=0)
+        return torch.tensor(np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, 20.0), dtype=torch.float32)
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    present = counts > 0
+    wts = np.zeros(k)
+    wts[present] = len(y) / (present.sum() * counts[present])
+    return torch.tensor(wts, dtype=torch.float32)
+
+
+def labels_loss(logits: Any, labels: Any, kind: str, class_weight: Any = None) -> Any:
+    """Per-example loss against the labels: BCE averaged over labels (multi-label), else cross-entropy,
+    class-weighted and normalized like the weighted mean of ``cross_entropy``."""
+    import torch
+
+    cw = None if class_weight is None else class_weight.to(logits.device)
+    if kind == "multi":
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=cw, reduction="none").mean(dim=1)
+    per = torch.nn.functional.cross_entropy(logits, labels, weight=cw, reduction="none")
+    if cw is not None:
+        per = per / cw[labels].mean().clamp(min=1e-9)
+    return per
 
 
 def distillation_loss(logits: Any, teacher_probs: Any, kind: str, temperature: float) -> Any:

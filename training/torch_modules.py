@@ -76,11 +76,14 @@ class BundleModule(nn.Module):
         first = next(iter(modules.values()))
         return cls(first.encoder, {name: (m.head, m.activation) for name, m in modules.items()}).eval()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every head's raw scores (what the multi-task fine-tune's losses use), the encoder run once."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         emb = nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
-        out = []
-        for name in self.names:
-            z = self.heads[name](emb)
-            out.append(torch.sigmoid(z) if self.activations[name] == "sigmoid" else torch.softmax(z, dim=-1))
-        return tuple(out)
+        return tuple(self.heads[name](emb) for name in self.names)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            torch.sigmoid(z) if self.activations[name] == "sigmoid" else torch.softmax(z, dim=-1)
+            for name, z in zip(self.names, self.logits(input_ids, attention_mask), strict=True)
+        )

@@ -69,15 +69,37 @@ def _save_plot(metrics: dict[str, Any], path: Path) -> None:
     console.print(f"plot written to {path}")
 
 
+def _train_multitask(session: Any, heads: str, *, kind: str, head: str | None, layers: int | None, distill_from: int | None,
+                     per_class: bool) -> None:
+    from training.multitask import train_multitask
+
+    names = [h.strip() for h in heads.split(",") if h.strip()]
+    if head is not None:
+        raise ValueError(f"expected either --head or --heads, found both (--head {head} --heads {heads})")
+    if kind != "finetune":
+        raise ValueError(f"--heads trains one multi-task fine-tuned student: expected --kind finetune, found --kind {kind}")
+    with progress_bar(f"training a multi-task finetune for {', '.join(names)}") as update:
+        mvs = train_multitask(session, heads=names, layers=layers, distill_from=distill_from, progress=update)
+    console.print(f"one shared encoder for {len(mvs)} heads, saved in {mvs[0].params['multitask']['folder']}", highlight=False)
+    for mv in mvs:
+        counts = mv.train_counts or {}
+        console.print(f"model version [bold]{mv.id}[/bold] ({mv.head}) trained on {counts.get('total')} messages by origin "
+                      f"{counts.get('by_origin')}", highlight=False)
+        _show(mv.metrics or {}, f"{mv.head} v{mv.id} on the holdout", per_class=per_class)
+
+
 def register(cli: typer.Typer) -> None:
     @cli.command("train")
     def train(
-        head: str = typer.Option(..., "--head", help="classifier head (a file in core/heads or HEADS_DIR)"),
+        head: str | None = typer.Option(None, "--head", help="classifier head (a file in core/heads or HEADS_DIR)"),
+        heads: str | None = typer.Option(
+            None, "--heads", help="finetune: comma-separated heads trained together as one multi-task student (one encoder, one layer and loss per head)"
+        ),
         kind: str = typer.Option("probe", "--kind", help="probe (frozen encoder + linear head, seconds), setfit (contrastive fine-tuning of the encoder on label pairs, then the head; minutes) or finetune (whole encoder, Trainer)"),
         per_class: bool = typer.Option(False, "--per-class", help="also print per-label precision/recall/F1"),
         layers: int | None = typer.Option(None, "--layers", help="finetune: keep only the encoder's first N layers (smaller, faster student)"),
         distill_from: int | None = typer.Option(
-            None, "--distill-from", help="finetune: a model version id of this head to distil from (its probabilities are soft targets)"
+            None, "--distill-from", help="finetune: a model version id of this head to distil from (its probabilities are soft targets); with --heads: any model version of a multi-task run"
         ),
         processes: int | None = typer.Option(
             None, "--processes", help="finetune: train data parallel on N processes (accelerate; gloo on CPU, NCCL with one GPU each)"
@@ -88,6 +110,11 @@ def register(cli: typer.Typer) -> None:
         from training.service import train_head
 
         with cli_errors(), session_scope() as session:
+            if heads is not None:
+                _train_multitask(session, heads, kind=kind, head=head, layers=layers, distill_from=distill_from, per_class=per_class)
+                return
+            if head is None:
+                raise ValueError("expected --head HEAD (or --kind finetune --heads H1,H2,... for a multi-task student), found neither")
             with progress_bar(f"training {kind} for {head}") as update:
                 mv = train_head(session, head=head, kind=kind, progress=update, layers=layers, distill_from=distill_from, processes=processes)
             counts = mv.train_counts or {}
