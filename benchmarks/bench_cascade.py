@@ -10,8 +10,9 @@ split both methods choose a threshold on the calibration set:
 
 and the test set tells whether the accuracy of the messages the student accepts (confidence >= threshold)
 reaches the target. Two protocols: ``split`` (calibration and test are disjoint random parts of the
-population; the test part's accuracy judges, with its own sampling noise, and the two parts are
-anti-correlated since they share one finite population) and ``iid`` (the calibration set is drawn with
+population; judged twice: by the test part's accuracy, with its own sampling noise, the two parts
+anti-correlated since they share one finite population; and by the accepted accuracy of the whole population
+the calibration part was drawn from, what the guarantee states) and ``iid`` (the calibration set is drawn with
 replacement from the population, the setting the guarantee is stated for, and the whole population's
 accepted accuracy judges). Reported per method and calibration size: the share of splits that reach it ("held"; a
 split where the method sends everything to the LLM holds trivially and is also counted as "LLM for all"),
