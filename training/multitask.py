@@ -369,6 +369,22 @@ def _teachers(session: Any, heads: list[str], distill_from: int | dict[str, int]
     return teachers
 
 
+def sweep_killed_runs(session: Any, root: Path) -> list[Path]:
+    """Remove the run folders under ``MODELS_DIR/multitask/`` that a killed ``train --heads`` moved into place
+    but did not record: no model version's folder inside them, written by a process of this host that is gone
+    (training/orphans.py). Returns them."""
+    from sqlmodel import select
+
+    from db.models import ModelVersion
+    from training.orphans import sweep
+
+    base = root / MULTITASK_DIR
+    if not base.is_dir():
+        return []
+    referenced = {Path(p).resolve().parent for p in session.exec(select(ModelVersion.artifact_path)) if p}
+    return sweep(sorted(base.iterdir()), referenced=referenced)
+
+
 def train_multitask(
     session: Any,
     *,
@@ -443,6 +459,7 @@ def train_multitask(
     tmp = _tmp_root(root) / run_id
     checkpoints = root / "checkpoints" / MULTITASK_DIR / run_id
     sweep_stale_runs(root)
+    sweep_killed_runs(session, root)
     mark_writer(tmp)
     moved = False
     try:

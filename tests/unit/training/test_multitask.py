@@ -173,3 +173,25 @@ def test_cli_refuses_bad_combinations(sqlite_engine, heads: Path) -> None:  # no
     assert r.exit_code == 1 and "Traceback" not in r.output and "broken" in r.output
     r = runner.invoke(cli, ["train", "--kind", "finetune", "--heads", "toy,toyflag"])
     assert r.exit_code == 1 and "no training labels" in r.output and "toy" in r.output
+
+
+def test_a_run_folder_left_by_a_killed_train_is_swept_and_a_recorded_one_kept(sqlite_engine, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from training.multitask import sweep_killed_runs
+    from training.orphans import WRITER_FILE
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    base = tmp_path / "models" / "multitask"
+    killed, recorded = base / "multitask-killed", base / "multitask-recorded"
+    for folder in (killed, recorded):
+        (folder / "toy").mkdir(parents=True)
+        (folder / WRITER_FILE).write_text(f"{socket.gethostname()}:{proc.pid}")
+    with Session(sqlite_engine) as session:
+        session.add(ModelVersion(head="toy", kind="finetune", encoder="default", artifact_path=str(recorded / "toy")))
+        session.commit()
+        assert sweep_killed_runs(session, tmp_path / "models") == [killed]
+    assert not killed.exists() and recorded.is_dir()
