@@ -20,17 +20,16 @@ DATASETS = SHARED / "datasets"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test by its folder: ``tests/unit`` -> ``unit``, ``tests/integration`` -> ``integration``
-    (a test or parameter that already carries one of the two, e.g. the PostgreSQL variant of a unit test,
-    keeps it), so that ``make unit`` and ``make integration`` together run the whole suite."""
+    """Mark every test by its folder: ``tests/unit`` -> ``unit``, ``tests/integration`` -> ``integration``.
+    A unit test's PostgreSQL variant (the ``db_url`` parameter marked ``integration``: it starts a real
+    server) stays ``integration``. So ``make unit`` runs every unit test and nothing that starts a service,
+    and ``make unit`` and ``make integration`` together run the whole suite."""
     for item in items:
-        if item.get_closest_marker("unit") or item.get_closest_marker("integration"):
-            continue
         parts = Path(str(item.fspath)).relative_to(REPO).parts
-        if parts[:2] == ("tests", "unit"):
-            item.add_marker(pytest.mark.unit)
-        elif parts[:2] == ("tests", "integration"):
+        if parts[:2] == ("tests", "integration"):
             item.add_marker(pytest.mark.integration)
+        elif parts[:2] == ("tests", "unit") and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +56,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.stop()
 
 
-@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.unit), pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database URL, once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
