@@ -92,7 +92,7 @@ class SimulationConfig:
     step: int = 200  # labels per round
     max_labels: int = 3000
     teacher_accuracy: float = 0.85
-    teacher_kind: str = "class"  # "class": error rate per class (sim_teacher); "even": errors spread evenly
+    teacher_kind: str = "class"  # "class": error rate per class (simulation.teacher); "even": errors spread evenly
     teacher_concentration: float = 3.0  # class teacher: Beta concentration of the per-class accuracies (low = spread)
     teacher_similar_k: int = 3
     teacher_weight: float = 0.5  # the head's origin_weights["llm"] (flat); trust+ arms learn it per label
