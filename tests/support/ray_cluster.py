@@ -1,6 +1,7 @@
 """A real Ray cluster on loopback for the tests: ``ray start --head --block`` in a process group of its own
 (its own temp folder and ports), stopped by signalling that group, never with ``ray stop`` (which stops every
-Ray node of the machine)."""
+Ray node of the machine). It listens on loopback only, without Ray's token authentication
+(``RAY_AUTH_MODE=disabled``, which the drivers of the tests set too: :attr:`RayCluster.env`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class RayCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="dlray-", dir="/tmp"))  # short: Ray's socket paths must be
         self.proc: subprocess.Popen | None = None
 
+    env = {"RAY_AUTH_MODE": "disabled"}
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -33,13 +36,14 @@ class RayCluster:
         args = [
             ray_bin, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
             f"--num-cpus={self.num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
-            f"--temp-dir={self.tmp}", f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={self.tmp}",
             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
             "--object-store-memory=300000000",
         ]
         log = (self.tmp / "start.log").open("w")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -58,7 +62,7 @@ class RayCluster:
             pgid = os.getpgid(self.proc.pid)
             os.killpg(pgid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
             try:

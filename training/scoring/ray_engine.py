@@ -138,6 +138,17 @@ class PoolScorer:
         return {"scored": np.array([len(ids)]), "written": np.array([n])}
 
 
+def _prepare_encoder(artifact: str) -> None:
+    """Export the student's encoder graph here, once, before the actors start: each of them would otherwise
+    trace it with torch on its first batch (seconds per actor, most of a small job)."""
+    from training.encoder import encoder_fingerprint, onnx_encoder_file
+    from training.students import load_student
+
+    student = load_student(artifact)
+    if student.embed_backend != "torch":
+        onnx_encoder_file(student.encoder_path, encoder_fingerprint(student.encoder_path), quantized=student.embed_backend == "onnx-int8")
+
+
 def _db_reachable(url: str) -> bool:
     from sqlalchemy import text
 
@@ -172,6 +183,7 @@ def run_ray(
 
     ray = require_ray()
     address = os.environ.get("RAY_ADDRESS", "").strip()
+    _prepare_encoder(artifact)
     if address:
         check_address(address)
     started_here = not ray.is_initialized()
@@ -201,12 +213,12 @@ def run_ray(
                                n=max(n_actors * 2, min(256, -(-todo // (batch_size * READ_PAGES_PER_RANGE)))))
         ds = ray.data.read_datasource(
             _datasource_class()(url, model_version_id, ranges, batch_size),
-            ray_remote_args={"num_cpus": 0}, concurrency=max(2, n_actors),
+            num_cpus=0, concurrency=max(2, n_actors), override_num_blocks=len(ranges),
         )
         ds = ds.map_batches(
             PoolScorer,
             fn_constructor_kwargs={"url": url, "head": head, "model_version_id": model_version_id, "artifact": artifact},
-            batch_size=batch_size, batch_format="numpy", concurrency=n_actors, num_cpus=1,
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
         )
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             done += int(out["scored"].sum())
