@@ -182,7 +182,9 @@ def run_ray(
     from training.scoring.service import id_ranges
 
     ray = require_ray()
-    address = os.environ.get("RAY_ADDRESS", "").strip()
+    from db.settings import get_settings
+
+    address = (get_settings().ray_address or "").strip()
     _prepare_encoder(artifact)
     if address:
         check_address(address)

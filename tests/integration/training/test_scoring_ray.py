@@ -84,6 +84,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(pg: Engine, encoder: Pat
     clear_cache()  # the Ray actors compute every vector again
 
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    reset_settings()
     steps: list[int] = []
     res = score_head(head="intent", engine="ray", batch_size=100, progress=lambda d, t: steps.append(d))
     assert (res.pool, res.written) == (600, 600) and steps[-1] == 600
@@ -221,6 +222,7 @@ def test_unreachable_ray_address_writes_nothing(pg: Engine, encoder: Path, tmp_p
     mv = add_model_version(pg, encoder, tmp_path / "mv")
     port = free_port()  # nothing listens there
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    reset_settings()
     with pytest.raises(ValueError, match=rf"RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster is reachable .*nothing was written"):
         score_head(head="intent", engine="ray")
     assert _counts(pg, mv) == (0, 0)
