@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle bench-bundle-multitask crash-test bench-coaching bench-finetune-processes
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle bench-bundle-multitask crash-test bench-coaching bench-finetune-processes bench-scale
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -74,6 +74,10 @@ bench-bundle: $(STAMP)
 
 bench-bundle-multitask: $(STAMP)
 	nice -n 5 $(BIN)/python benchmarks/bench_bundle.py --student multitask --layers 3 --epochs 1
+
+# distilloop score on 10k/100k/1M-message PostgreSQL pools, local and Ray engines: ARGS="--sizes 10000,100000" runs a part
+bench-scale: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/bench_scale.py $(ARGS)
 
 # kill -9 anywhere: each long command SIGKILLed 20 times at random moments, then rerun and checked (KILLS=N)
 KILLS ?= 20

@@ -28,6 +28,10 @@ def store_pool_scores(
     mv = session.get(ModelVersion, model_version_id) if model_version_id else crud.latest_model_version(session, head=head)
     if mv is None or mv.head != head:
         raise ValueError(f"no model version {model_version_id or ''} for head {head!r}: train one first (Models page)")
+    from training.predictions import count_pool
+
+    if count_pool(session) and not count_pool(session, model_version_id=int(mv.id)):  # all stored already (`distilloop score`)
+        return {"model_version_id": mv.id, "scored": count_pool(session), "stored": True}
     ids, probs = score_pool(session, head=head, model_version_id=mv.id, progress=progress)
     session.exec(delete(Prediction).where(Prediction.model_version_id == mv.id))
     now = utcnow()

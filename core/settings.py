@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         None, alias="IMPORTS_DIR", description="The only folder whose files the dashboard imports by path; default DATA_DIR/imports."
     )
 
+    ray_address: str | None = Field(
+        None, alias="RAY_ADDRESS", description="`distilloop score --engine ray`: the Ray cluster to join; unset: a local Ray runtime per command."
+    )
     label_studio_url: str = Field("http://127.0.0.1:8081", alias="LABEL_STUDIO_URL")
     label_studio_api_key: SecretStr | None = Field(None, alias="LABEL_STUDIO_API_KEY")
     label_studio_username: str = Field("admin@distilloop.local", alias="LABEL_STUDIO_USERNAME")

@@ -51,7 +51,7 @@ class EmbeddingCache:
 
     def put(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
         self._conn.executemany(
-            "INSERT OR REPLACE INTO vec VALUES (?, ?)",
+            "INSERT OR IGNORE INTO vec VALUES (?, ?)",
             [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
         )
         self._conn.commit()

@@ -320,8 +320,15 @@ def score_pool(
     ones too for a semi-supervised probe). Scoring with the INT8 encoder instead cost a second embedding of
     the whole pool (21 s of a 65 s first round on 10k new messages). ``for_selection``:
     the probabilities active learning ranks by: a semi-supervised probe's supervised head (before its
-    pseudo-labels), else the student's own."""
+    pseudo-labels), else the student's own. When ``distilloop score`` stored a prediction of this model version
+    for every pool message, those are returned instead of rescoring (:func:`training.predictions.stored_pool_probs`)."""
     mv = get_model_version(session, head=head, model_version_id=model_version_id)
+    if backend is None:  # the predictions `distilloop score` stored, when every pool message has one
+        from training.predictions import stored_pool_probs
+
+        stored = stored_pool_probs(session, head=head, model_version_id=int(mv.id), for_selection=for_selection)
+        if stored is not None:
+            return stored
     student = load_model_version_student(mv)
     rows = list(session.exec(select(Message.id, Message.text).where(Message.split == Split.POOL).order_by(Message.id)))
     ids = [int(r[0]) for r in rows]

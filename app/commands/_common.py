@@ -16,7 +16,9 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> None:
     """Print an error for people (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
