@@ -99,7 +99,7 @@ def test_admin_password_generated_once_for_its_owner_or_taken_from_the_setting(m
     first, generated = credentials.password_for_start()
     again, generated_again = credentials.password_for_start()
     assert generated and not generated_again and first == again and len(first) >= 16
-    assert oct(studio.password_file().stat().st_mode & 0o777) == "0o600" and credentials.admin_password() == first
+    assert oct(credentials.password_file().stat().st_mode & 0o777) == "0o600" and credentials.admin_password() == first
     monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "short")
     reset_settings()
     with pytest.raises(studio.StudioError, match="too short"):
