@@ -65,27 +65,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database()
 
 
-@pytest.fixture
-def engine(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A migrated database (both backends); DATABASE_URL points at it so services find it too."""
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    reset_settings()
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A migrated SQLite database only (for tests that need no PostgreSQL run)."""
-    url = f"sqlite:///{tmp_path / 'test.db'}"
+def _migrated(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The database at ``url``, migrated; DATABASE_URL points at it so services find it too."""
     monkeypatch.setenv("DATABASE_URL", url)
     reset_settings()
     eng = make_engine(url)
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A migrated database (both backends)."""
+    yield from _migrated(db_url, monkeypatch)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A migrated SQLite database only (for tests that need no PostgreSQL run)."""
+    yield from _migrated(f"sqlite:///{tmp_path / 'test.db'}", monkeypatch)
+
+
+@pytest.fixture
+def postgres_engine(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A migrated PostgreSQL database only (for tests of what only runs on PostgreSQL)."""
+    yield from _migrated(postgres_server.create_database(), monkeypatch)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ def render() -> None:
     from serving.monitoring import break_even, drift_status, timeseries
     from serving.retrain import retrain, retrain_policy
 
-    session_factory = ui.session
     st.header("Production monitoring")
     heads = sorted(load_heads())
     col_head, col_freq, col_window = st.columns(3)
@@ -31,7 +30,7 @@ def render() -> None:
                               key="mon_freq")
     window_h = col_window.number_input("Drift window (hours)", min_value=1.0, value=24.0, step=1.0, key="mon_window")
 
-    with session_factory() as session:
+    with ui.session() as session:
         drift = drift_status(session, head=head, window=timedelta(hours=window_h))
         series = timeseries(session, head=head, freq=freq)
         policy = retrain_policy(session, head=head)
@@ -68,7 +67,7 @@ def render() -> None:
     mpd = b1.number_input("Messages per day (0 = measured)", min_value=0.0, value=0.0, step=100.0, key="mon_mpd")
     cpu = b2.number_input("CPU hour (USD)", min_value=0.0, value=0.04, step=0.01, format="%.3f", key="mon_cpu")
     human = b3.number_input("Human label (USD)", min_value=0.0, value=0.10, step=0.05, format="%.2f", key="mon_human")
-    with session_factory() as session:
+    with ui.session() as session:
         be = break_even(session, head=head, messages_per_day=mpd or None, cpu_hour_usd=cpu, human_label_usd=human)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Messages / day", f"{be['messages_per_day']:.0f}", help=be["sources"]["messages_per_day"])
@@ -91,7 +90,7 @@ def render() -> None:
     else:
         st.success("No retrain needed: " + "; ".join(policy["status"]))
     if st.button("Run a round now", key="mon_retrain", type="primary" if policy["recommended"] else "secondary"):
-        with st.spinner("retraining, rescoring the pool, queueing the next batch…"), session_factory() as session:
+        with st.spinner("retraining, rescoring the pool, queueing the next batch…"), ui.session() as session:
             try:
                 result = retrain(session, head=head, force=True)
             except (ValueError, RuntimeError, LookupError) as e:
@@ -102,7 +101,7 @@ def render() -> None:
     if st.button("Ingest the shadow log into the pool", key="mon_ingest"):
         from serving.ingest import ingest_shadow
 
-        with session_factory() as session:
+        with ui.session() as session:
             counts = ingest_shadow(session, head=head)
         st.success(f"{counts['messages_created']} new messages, {counts['llm_labels']} LLM labels, "
                    f"{counts['queued']} disagreements queued")

@@ -49,17 +49,6 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny") / "encoder")
 
 
-@pytest.fixture
-def pg(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    url = postgres_server.create_database()
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_settings()
-    eng = make_engine(url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
 def _predictions(engine: Engine, mv: int) -> dict[int, list[float]]:
     with Session(engine) as s:
         return {m: p for m, p in s.execute(select(Prediction.message_id, Prediction.probs).where(Prediction.model_version_id == mv))}
@@ -71,15 +60,15 @@ def _counts(engine: Engine, mv: int) -> tuple[int, int]:
             Prediction.model_version_id == mv)).one())
 
 
-def test_ray_engine_writes_what_the_local_engine_writes(pg: Engine, encoder: Path, ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_engine_writes_what_the_local_engine_writes(postgres_engine: Engine, encoder: Path, ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from training.encoder import clear_cache
 
-    ids = add_pool(pg, 600)
-    mv = add_model_version(pg, encoder, tmp_path / "mv")
+    ids = add_pool(postgres_engine, 600)
+    mv = add_model_version(postgres_engine, encoder, tmp_path / "mv")
     local = score_head(head="intent", engine="local", batch_size=100)
     assert local.written == 600
-    expected = _predictions(pg, mv)
-    with pg.begin() as c:
+    expected = _predictions(postgres_engine, mv)
+    with postgres_engine.begin() as c:
         c.execute(delete(Prediction))
     clear_cache()  # the Ray actors compute every vector again
 
@@ -88,7 +77,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(pg: Engine, encoder: Pat
     steps: list[int] = []
     res = score_head(head="intent", engine="ray", batch_size=100, progress=lambda d, t: steps.append(d))
     assert (res.pool, res.written) == (600, 600) and steps[-1] == 600
-    got = _predictions(pg, mv)
+    got = _predictions(postgres_engine, mv)
     assert sorted(got) == ids
     a = np.array([expected[m] for m in ids])
     b = np.array([got[m] for m in ids])
@@ -97,7 +86,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(pg: Engine, encoder: Pat
 
     again = score_head(head="intent", engine="ray", batch_size=100)  # idempotent: nothing to do, nothing written
     assert (again.already_scored, again.written) == (600, 0)
-    assert _counts(pg, mv) == (600, 600)
+    assert _counts(postgres_engine, mv) == (600, 600)
 
 
 def _actor_pids() -> list[int]:
@@ -119,16 +108,16 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_killed_actor_ends_with_every_message_scored_once(pg: Engine, encoder: Path, ray_cluster: RayCluster, tmp_path: Path) -> None:
+def test_a_killed_actor_ends_with_every_message_scored_once(postgres_engine: Engine, encoder: Path, ray_cluster: RayCluster, tmp_path: Path) -> None:
     n = 2000
-    add_pool(pg, n)
-    mv = add_model_version(pg, encoder, tmp_path / "mv")
+    add_pool(postgres_engine, n)
+    mv = add_model_version(postgres_engine, encoder, tmp_path / "mv")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address, "PYTHONPATH": str(REPO)}
     proc = _cli(env, "--engine", "ray", "--batch-size", "10")
     killed_at = None
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
-        done, _ = _counts(pg, mv)
+        done, _ = _counts(postgres_engine, mv)
         pids = _actor_pids()
         if 0 < done < n and pids:
             os.kill(pids[0], signal.SIGKILL)
@@ -141,7 +130,7 @@ def test_a_killed_actor_ends_with_every_message_scored_once(pg: Engine, encoder:
         rerun = _cli(env, "--engine", "ray", "--batch-size", "50")
         out2, _ = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, out2[-2000:]
-    assert _counts(pg, mv) == (n, n)  # every pool message once, none twice (the unique constraint, and no error)
+    assert _counts(postgres_engine, mv) == (n, n)  # every pool message once, none twice (the unique constraint, and no error)
 
 
 def test_database_unreachable_mid_job_stops_clearly_and_a_rerun_completes(postgres_server: PostgresServer, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,14 +204,14 @@ def test_ray_engine_database_unreachable_mid_job(postgres_server: PostgresServer
     direct_engine.dispose()
 
 
-def test_unreachable_ray_address_writes_nothing(pg: Engine, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_ray_address_writes_nothing(postgres_engine: Engine, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.postgres import free_port
 
-    add_pool(pg, 20)
-    mv = add_model_version(pg, encoder, tmp_path / "mv")
+    add_pool(postgres_engine, 20)
+    mv = add_model_version(postgres_engine, encoder, tmp_path / "mv")
     port = free_port()  # nothing listens there
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     reset_settings()
     with pytest.raises(ValueError, match=rf"RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster is reachable .*nothing was written"):
         score_head(head="intent", engine="ray")
-    assert _counts(pg, mv) == (0, 0)
+    assert _counts(postgres_engine, mv) == (0, 0)
