@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,12 @@ def seed_database(engine: Engine, tmp_path: Path, *, head: str = "intent", n_poo
 @pytest.fixture
 def app_engine(sqlite_engine: Engine) -> Iterator[Engine]:
     yield sqlite_engine
+    # a job a button started ends inside its own test: no worker thread of one test runs into the next one
+    # (its database is gone by then, and CPython 3.11's ast module is not safe across threads, gh-106905)
+    for thread in threading.enumerate():
+        if thread.name.startswith("job-") and thread is not threading.current_thread():
+            thread.join(timeout=120)
+            assert not thread.is_alive(), f"background job thread {thread.name} still running after its test"
 
 
 @pytest.fixture
