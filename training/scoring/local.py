@@ -1,11 +1,14 @@
 """The local engine: stream the pool through this process in keyset pages, one transaction per page.
 
-At any time it holds one page of texts (``batch_size``) and its vectors, never the pool: its memory does not
-grow with the pool (measured by ``make bench-scale``)."""
+At any time it holds two pages of texts (``batch_size``) and their vectors, never the pool: its memory does
+not grow with the pool (measured by ``make bench-scale``). While a page is scored, the previous one is written
+and committed by one writer thread (the encoder releases the GIL), so the database's round trips overlap the
+scoring instead of adding to it; progress is reported, on the caller's thread, for committed pages only."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -16,6 +19,7 @@ from training.predictions import (
     interrupted,
     is_connection_error,
     iter_unscored,
+    open_student_cache,
     score_texts,
     write_predictions,
 )
@@ -41,15 +45,31 @@ def run_local(
     student: Any = load_student(artifact)
     threads = threads or os.cpu_count() or 1
     done, written = done0, 0
+
+    def commit(ids: list[int], probs: Any) -> int:
+        with db.begin() as conn:
+            return write_predictions(conn, head=head, model_version_id=model_version_id, ids=ids, probs=probs)
+
     try:
-        for page in iter_unscored(db, model_version_id=model_version_id, batch_size=batch_size):
-            ids = [m for m, _ in page]
-            probs = score_texts(student, [t for _, t in page], threads=threads)
-            with db.begin() as conn:
-                written += write_predictions(conn, head=head, model_version_id=model_version_id, ids=ids, probs=probs)
-            done += len(page)
-            if progress:
-                progress(done, total)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer") as writer:
+            store = open_student_cache(student, submit=writer.submit)  # its vector writes run on the writer too
+            try:
+                pending: tuple[Future[int], int] | None = None
+                for page in iter_unscored(db, model_version_id=model_version_id, batch_size=batch_size):
+                    probs = score_texts(student, [t for _, t in page], threads=threads, store=store)
+                    if pending is not None:  # the previous page's commit, which ran while this page was scored
+                        written += pending[0].result()
+                        done += pending[1]
+                        if progress:
+                            progress(done, total)
+                    pending = (writer.submit(commit, [m for m, _ in page], probs), len(page))
+                if pending is not None:
+                    written += pending[0].result()
+                    done += pending[1]
+                    if progress:
+                        progress(done, total)
+            finally:
+                store.close()
     except DBAPIError as e:
         if is_connection_error(e):
             raise interrupted(e, url=url, done=done, total=total) from e

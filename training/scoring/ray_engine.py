@@ -123,9 +123,11 @@ class PoolScorer:
 
     def __init__(self, url: str, head: str, model_version_id: int, artifact: str) -> None:
         from db.engine import make_engine
+        from training.predictions import open_student_cache
         from training.registry import load_student
 
         self.student = load_student(artifact)
+        self.store = open_student_cache(self.student)  # open for the actor's life (each put commits)
         self.engine = make_engine(url)
         self.head, self.mv = head, model_version_id
 
@@ -133,7 +135,7 @@ class PoolScorer:
         from training.predictions import score_texts, write_predictions
 
         ids = [int(i) for i in batch["id"]]
-        probs = score_texts(self.student, [str(t) for t in batch["text"]], threads=1)
+        probs = score_texts(self.student, [str(t) for t in batch["text"]], threads=1, store=self.store)
         with self.engine.begin() as conn:
             n = write_predictions(conn, head=self.head, model_version_id=self.mv, ids=ids, probs=probs)
         return {"scored": np.array([len(ids)]), "written": np.array([n])}

@@ -43,7 +43,7 @@ def score_head(
     head: str,
     model_version_id: int | None = None,
     engine: str = "local",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     progress: Progress = None,
     url: str | None = None,
     concurrency: int | None = None,
@@ -59,6 +59,7 @@ def score_head(
 
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {list(ENGINES)}, found {engine!r}")
+    batch_size = DEFAULT_BATCH_SIZE[engine] if batch_size is None else batch_size
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size: expected a whole number >= 1, found {batch_size!r}")
     if engine == "ray":

@@ -91,3 +91,47 @@ def test_a_finetuned_students_own_encoder_counts_as_in_use(sqlite_engine, heads:
     assert own not in {r["key"] for r in report["removed"]}
     row = next(e for e in report["entries"] if e["key"] == own)
     assert row["status"] == "in use" and f"model version {mv.id} (toy, finetune)" in row["used_by"]
+
+
+def test_an_open_cache_is_reused_and_its_writes_run_behind(tmp_path: Path, tiny_encoder: Path) -> None:
+    """The scoring engines keep one cache open (``store=``): a write-behind one runs its writes on the
+    executor given, other readers see them once flushed, a failed write is raised by close, and a store of
+    another backend is not used for this one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from training.embedding_cache import EmbeddingCache, text_key
+    from training.encoder import open_cache
+
+    texts = ["first message to embed", "second one", "a third, longer message about a job interview"]
+    fresh = embed(texts, encoder=tiny_encoder, backend="onnx", cache=False)
+    threads: list[str] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as pool:
+
+        def submit(fn, *args):  # noqa: ANN001, ANN202
+            return pool.submit(lambda: (threads.append(threading.current_thread().name), fn(*args))[1])
+
+        store = open_cache(tiny_encoder, backend="onnx", max_length=128, submit=submit)
+        got = embed(texts, encoder=tiny_encoder, backend="onnx", store=store)
+        np.testing.assert_allclose(got, fresh, atol=1e-6)
+        store.flush()
+        assert threads and all(name.startswith("writer") for name in threads)
+        reader = EmbeddingCache(store.path, encoder_path=str(tiny_encoder), fingerprint=encoder_fingerprint(tiny_encoder))
+        assert set(reader.get([text_key(t) for t in texts])) == {text_key(t) for t in texts}
+        reader.close()
+        # a cached text is read, not embedded again: the store answers it (no new write)
+        n_writes = len(threads)
+        embed(texts[:1], encoder=tiny_encoder, backend="onnx", store=store)
+        store.flush()
+        assert len(threads) == n_writes
+        store.put([(b"k" * 32, "not a vector")])  # type: ignore[list-item]
+        with pytest.raises(ValueError):
+            store.close()
+    # a store of another backend is ignored: the torch vectors go to the torch cache, not the onnx one
+    onnx_store = open_cache(tiny_encoder, backend="onnx", max_length=128)
+    before = len(onnx_store)
+    embed(["only embedded with torch"], encoder=tiny_encoder, backend="torch", store=onnx_store)
+    assert len(onnx_store) == before
+    onnx_store.close()

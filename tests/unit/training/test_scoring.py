@@ -54,6 +54,24 @@ def test_scores_every_pool_message_once_and_a_rerun_writes_nothing(engine: Engin
     assert sorted(after) == new_ids and all(after[m] == rows[m] for m in rows)
 
 
+def test_progress_counts_committed_pages_on_the_callers_thread(sqlite_engine: Engine, tiny_encoder: Path, tmp_path: Path) -> None:
+    """The local engine commits a page on its writer thread while it scores the next one; progress is still
+    called on the caller's thread, and never counts a page before it is committed."""
+    import threading
+
+    add_pool(sqlite_engine, 100)
+    mv = add_model_version(sqlite_engine, tiny_encoder, tmp_path / "mv")
+    seen: list[tuple[int, int, str]] = []
+
+    def progress(done: int, total: int | None) -> None:
+        seen.append((done, len(_rows(sqlite_engine, mv)), threading.current_thread().name))
+
+    score_head(head="intent", batch_size=20, progress=progress)
+    assert [d for d, _, _ in seen] == [0, 20, 40, 60, 80, 100]
+    assert all(stored >= done for done, stored, _ in seen)
+    assert {name for _, _, name in seen} == {threading.current_thread().name}
+
+
 def test_a_crashed_run_is_completed_by_a_rerun(sqlite_engine: Engine, tiny_encoder: Path, tmp_path: Path) -> None:
     add_pool(sqlite_engine, 120)
     mv = add_model_version(sqlite_engine, tiny_encoder, tmp_path / "mv")
