@@ -68,9 +68,9 @@ def base_texts() -> list[str]:
         if key and key not in seen:
             seen.add(key)
             out.append(t.strip())
-    # one fixed shuffle: every pool, small or large, and the in-memory baseline get the same mix of short
-    # banking questions and longer Reddit comments (in file order a 10k pool would be BANKING77 only, whose
-    # texts are about 17% shorter in tokens and score about 1.3x faster)
+    # one fixed shuffle, with the scattered variations below: every pool, small or large, and the in-memory
+    # baseline get the same mix of short banking questions and longer Reddit comments (in file order a 10k
+    # pool would be BANKING77 only, whose texts are about 17% shorter in tokens and score about 1.3x faster)
     random.Random(0).shuffle(out)
     return out
 
@@ -80,12 +80,20 @@ def banking77_texts() -> list[str]:
         return [row["text"] for row in csv.DictReader(f)]
 
 
+_SPREAD = 1_000_003  # a prime: i -> i * _SPREAD mod N visits every variation once, scattered over the space
+
+
 def variation(base: list[str], i: int) -> str:
-    """The i-th message: base text, prefix and suffix chosen by the digits of i in a mixed radix (distinct
-    for every i below len(base) x 16 x 16), with a number added past that."""
+    """The i-th message: a base text, prefix and suffix chosen by the digits, in a mixed radix, of ``i``
+    scattered over the whole space of variations (``i * _SPREAD mod N``, a bijection), so that the first 10k, the
+    first 1M and any evenly spread sample have the same mix of texts, prefixes and tails (in plain order the
+    first 67k messages would have no prefix: shorter texts, faster to score); a number is added past N."""
     nb, npre, nsuf = len(base), len(PREFIXES), len(SUFFIXES)
-    text = PREFIXES[(i // nb) % npre] + base[i % nb] + SUFFIXES[(i // (nb * npre)) % nsuf]
-    cycle = i // (nb * npre * nsuf)
+    n_all = nb * npre * nsuf
+    cycle, j = divmod(i, n_all)
+    if n_all % _SPREAD:
+        j = (j * _SPREAD) % n_all
+    text = PREFIXES[(j // nb) % npre] + base[j % nb] + SUFFIXES[(j // (nb * npre)) % nsuf]
     return f"{text} #{cycle}" if cycle else text
 
 

@@ -25,6 +25,9 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+_VEC_TABLE = "CREATE TABLE vec (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, v BLOB NOT NULL)"
+
+
 class EmbeddingCache:
     """Vectors of one (encoder fingerprint, backend, max_length) in a SQLite file (WAL, safe across processes)."""
 
@@ -34,12 +37,33 @@ class EmbeddingCache:
         self._conn = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS vec (key BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+        self._create_or_upgrade()
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
         self._conn.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("encoder_path", encoder_path), ("fingerprint", fingerprint)]
         )
         self._conn.commit()
+
+    def _create_or_upgrade(self) -> None:
+        """The vectors live in a rowid table (appended in insertion order) with a unique index on the text key.
+        Files written before kept them in a ``WITHOUT ROWID`` table keyed by the hash: every insert landed at a
+        random place of a B-tree of 1.5 kB rows, which made writes 4-5x slower and the file 2x larger as it grew
+        (measured at 120k vectors); such a file is converted once, in one transaction, on first open."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")  # one process converts; the others wait, then find the new table
+        try:
+            row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'vec'").fetchone()
+            if row is None:
+                conn.execute(_VEC_TABLE)
+            elif "WITHOUT ROWID" in str(row[0]).upper():
+                conn.execute("ALTER TABLE vec RENAME TO vec_keyed")
+                conn.execute(_VEC_TABLE)
+                conn.execute("INSERT INTO vec (key, v) SELECT key, v FROM vec_keyed")
+                conn.execute("DROP TABLE vec_keyed")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
     def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -52,7 +76,7 @@ class EmbeddingCache:
 
     def put(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
         self._conn.executemany(
-            "INSERT OR IGNORE INTO vec VALUES (?, ?)",
+            "INSERT OR IGNORE INTO vec (key, v) VALUES (?, ?)",
             [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
         )
         self._conn.commit()

@@ -65,6 +65,9 @@ def test_one_graph_runs_the_encoder_once_and_matches_every_single_head(db: Sessi
     graph = onnx.load(str(out / "model.onnx")).graph
     assert [o.name for o in graph.output] == HEADS
     assert [n.op_type for n in graph.node].count("Attention") == 2  # 2 layers, run once (not once per head)
+    # every head's linear layer stays fp32 in the INT8 twin
+    fp32_heads = {n.split("/")[2] for n in manifest["quantization"]["fp32_nodes"]}
+    assert fp32_heads == set(HEADS), manifest["quantization"]
     for h in HEADS:
         info = manifest["heads"][h]
         assert info["model_version_id"] == ids[h] and info["passed"] and not info["forced"]

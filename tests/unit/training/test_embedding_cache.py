@@ -135,3 +135,30 @@ def test_an_open_cache_is_reused_and_its_writes_run_behind(tmp_path: Path, tiny_
     embed(["only embedded with torch"], encoder=tiny_encoder, backend="torch", store=onnx_store)
     assert len(onnx_store) == before
     onnx_store.close()
+
+
+def test_a_cache_file_of_the_keyed_layout_is_converted_once_and_keeps_its_vectors(tmp_path: Path) -> None:
+    import sqlite3
+
+    import numpy as np
+
+    from training.embedding_cache import EmbeddingCache, text_key
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE vec (key BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+    vectors = {text_key(f"text {i}"): np.full(4, i, dtype=np.float32) for i in range(5)}
+    old.executemany("INSERT INTO vec VALUES (?, ?)", [(k, v.tobytes()) for k, v in vectors.items()])
+    old.commit()
+    old.close()
+    cache = EmbeddingCache(path, encoder_path="enc", fingerprint="fp")
+    got = cache.get(list(vectors))
+    assert set(got) == set(vectors) and all(np.array_equal(got[k], v) for k, v in vectors.items())
+    cache.put([(text_key("new"), np.ones(4, dtype=np.float32)), (next(iter(vectors)), np.zeros(4, dtype=np.float32))])
+    assert len(cache) == 6 and np.array_equal(cache.get([next(iter(vectors))])[next(iter(vectors))], vectors[next(iter(vectors))])
+    cache.close()
+    sql = [r[0] for r in sqlite3.connect(path).execute("SELECT sql FROM sqlite_master WHERE type = 'table'")]
+    assert not any("WITHOUT ROWID" in s.upper() for s in sql) and not any("vec_keyed" in s for s in sql)
+    again = EmbeddingCache(path, encoder_path="enc", fingerprint="fp")  # the second open changes nothing
+    assert len(again) == 6
+    again.close()
