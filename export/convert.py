@@ -154,12 +154,17 @@ def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
 
 
 def head_nodes(path: Path | str) -> list[str]:
-    """The names of the graph's head layers (the linear layers of ``head`` / ``heads.<name>`` of
-    :mod:`training.torch_modules`, as the exporter names their nodes by module scope)."""
+    """The nodes of the graph's head layers: those that read a parameter of ``head`` or ``heads.<name>``
+    (the linear layers of :mod:`training.torch_modules`; the exporter keeps the parameters' names, while node
+    names follow the module scope, which differs between a single head and a bundle's)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul", "Add") and n.name.startswith(("/head/", "/heads/"))]
+    params = {t.name for t in graph.initializer if t.name.startswith(("head.", "heads."))}
+    names = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul", "Add") and params.intersection(n.input)]
+    # the quantizer first rewrites a Gemm as MatMul "<name>_MatMul" + Add "<name>_Add", then picks nodes
+    gemms = {n.name for n in graph.node if n.op_type == "Gemm"}
+    return names + [f"{name}{suffix}" for name in names if name in gemms for suffix in ("_MatMul", "_Add")]
 
 
 class _DropPreprocessHint(logging.Filter):

@@ -66,8 +66,12 @@ def test_one_graph_runs_the_encoder_once_and_matches_every_single_head(db: Sessi
     assert [o.name for o in graph.output] == HEADS
     assert [n.op_type for n in graph.node].count("Attention") == 2  # 2 layers, run once (not once per head)
     # every head's linear layer stays fp32 in the INT8 twin
-    fp32_heads = {n.split("/")[2] for n in manifest["quantization"]["fp32_nodes"]}
-    assert fp32_heads == set(HEADS), manifest["quantization"]
+    fp32_nodes = manifest["quantization"]["fp32_nodes"]
+    assert {n.split("/")[1] for n in fp32_nodes} == set(HEADS), fp32_nodes
+    if int8_kept:
+        int8 = onnx.load(str(out / "model.int8.onnx")).graph.node
+        head_ops = {n.op_type for n in int8 if n.name.startswith(tuple(f"/{h}/" for h in HEADS))}
+        assert head_ops and head_ops <= {"Gemm", "MatMul", "Add"}, head_ops  # no MatMulInteger in a head
     for h in HEADS:
         info = manifest["heads"][h]
         assert info["model_version_id"] == ids[h] and info["passed"] and not info["forced"]

@@ -60,10 +60,11 @@ def test_export_writes_the_whole_layout_and_records_the_row(db: Session, sqlite_
     assert manifest["quantization"]["weight_type"] == "QInt8" and manifest["quantization"]["reduce_range"] is True
     # the head's linear layer stays fp32 in the INT8 twin (the encoder's layers are quantized)
     fp32_nodes = manifest["quantization"]["fp32_nodes"]
-    assert fp32_nodes and all(n.startswith("/head/") for n in fp32_nodes)
-    int8_nodes = {n.name: n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
-    assert all(int8_nodes.get(n) in ("Gemm", "MatMul", "Add") for n in fp32_nodes)
-    assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for op in int8_nodes.values())
+    assert fp32_nodes and all(n.startswith("/head/") for n in fp32_nodes), fp32_nodes
+    int8_nodes = onnx.load(str(out / "model.int8.onnx")).graph.node
+    head_ops = {n.op_type for n in int8_nodes if n.name.startswith("/head/")}
+    assert head_ops and head_ops <= {"Gemm", "MatMul", "Add"}, head_ops  # no MatMulInteger in the head
+    assert "MatMulInteger" in {n.op_type for n in int8_nodes}  # the encoder's layers are quantized
     assert manifest["model_version_id"] == mv.id and manifest["passed"] is True and manifest["forced"] is False
     for name, digest in manifest["checksums"].items():
         assert sha256_file(out / name) == digest
