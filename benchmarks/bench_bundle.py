@@ -61,10 +61,12 @@ def _short_heads(workdir: Path, epochs: float) -> Path:
     """A copy of the shipped head files with ``student.finetune.epochs`` set (the benchmark's short runs)."""
     import yaml
 
+    from core.heads import SHIPPED_DIR
+
     folder = workdir / "heads"
     folder.mkdir(parents=True, exist_ok=True)
     for h in HEADS:
-        doc = yaml.safe_load((REPO / "labeling" / "heads" / f"{h}.yaml").read_text())
+        doc = yaml.safe_load((SHIPPED_DIR / f"{h}.yaml").read_text())
         doc.setdefault("student", {}).setdefault("finetune", {})["epochs"] = epochs
         (folder / f"{h}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return folder
