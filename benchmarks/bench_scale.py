@@ -51,10 +51,7 @@ PROJECT_CORES = 8  # cores per node assumed for the projection
 
 
 def base_texts() -> list[str]:
-    texts: list[str] = []
-    for name in ("train.csv", "test.csv"):
-        with (DATASETS / "banking77" / name).open(newline="") as f:
-            texts += [row["text"] for row in csv.DictReader(f)]
+    texts = banking77_texts("train.csv") + banking77_texts("test.csv")
     for name in ("train.tsv", "dev.tsv", "test.tsv"):
         for line in (DATASETS / "goemotions_ekman" / name).read_text().splitlines():
             if line.strip():
@@ -75,8 +72,8 @@ def base_texts() -> list[str]:
     return out
 
 
-def banking77_texts() -> list[str]:
-    with (DATASETS / "banking77" / "train.csv").open(newline="") as f:
+def banking77_texts(name: str = "train.csv") -> list[str]:
+    with (DATASETS / "banking77" / name).open(newline="") as f:
         return [row["text"] for row in csv.DictReader(f)]
 
 

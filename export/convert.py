@@ -127,10 +127,10 @@ def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
     # (tokenizing + session run, 1 thread); 6-layer
     # fine-tune fp32 0.9373 → 0.9386 / 0.9386 / 0.9364. Per-channel scales: on a BANKING77 probe, INT8
     # agreed with fp32 on 98.0% of test argmaxes (per-tensor: 95.7%).
-    # The heads' linear layers stay fp32: they are a few thousand multiply-adds against the encoder's millions
-    # (no measurable time), and quantizing the L2-normalized embedding they read (small values, one scale per
-    # tensor at run time) moved decisions near a binary head's threshold: the multi-task bundle's worthiness head
-    # lost 1.16 points of macro-F1 in INT8 with its head quantized.
+    # The heads' linear layers stay fp32: a few thousand multiply-adds against the encoder's millions (not
+    # timed apart). With them quantized too (their input, the normalized embedding, then gets one INT8 scale per
+    # tensor at run time) the multi-task bundle's worthiness head lost 1.16 points of macro-F1 and its INT8 twin
+    # was refused; with them fp32 the twin passed (make bench-bundle-multitask).
     heads = head_nodes(src)
     options = {"weight_type": "QInt8", "per_channel": True, "reduce_range": True, "op_types": "all", "fp32_nodes": heads}
     quiet = _DropPreprocessHint()

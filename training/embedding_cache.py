@@ -47,8 +47,9 @@ class EmbeddingCache:
     def _create_or_upgrade(self) -> None:
         """The vectors live in a rowid table (appended in insertion order) with a unique index on the text key.
         Files written before kept them in a ``WITHOUT ROWID`` table keyed by the hash: every insert landed at a
-        random place of a B-tree of 1.5 kB rows, which made writes 4-5x slower and the file 2x larger as it grew
-        (measured at 120k vectors); such a file is converted once, in one transaction, on first open."""
+        random place of a B-tree of 1.5 kB rows: writing 123k vectors in pages of 2,048 took 28.6 s against 7.5 s
+        now, in a file 2.2x larger (467 against 209 MiB at 104k); such a file is converted once, in one
+        transaction, on first open."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")  # one process converts; the others wait, then find the new table
         try:

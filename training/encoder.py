@@ -342,7 +342,7 @@ def embed(
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"texts: expected strings, found {type(texts[bad[0]]).__name__} at position {bad[0]}")
-    path = resolve_encoder(str(encoder)) if not isinstance(encoder, Path) else _check_folder(encoder, str(encoder))
+    path = _encoder_folder(encoder)
     fingerprint = encoder_fingerprint(path)
     onnx_path: Path | None = None
     if backend != "torch":
@@ -362,7 +362,7 @@ def embed(
         store = None  # another encoder's, backend's or length's cache (or the ONNX fallback above): not this one
     own_store = store is None and cache
     if own_store:
-        store = EmbeddingCache(cache_path(fingerprint, backend=backend, max_length=max_length), encoder_path=str(path), fingerprint=fingerprint)
+        store = _cache_of(path, fingerprint, backend=backend, max_length=max_length)
     if store is not None:
         vectors = store.get(list(unique))
     try:
@@ -395,8 +395,15 @@ def open_cache(encoder: str | Path, *, backend: str, max_length: int, submit: Ca
     """The embedding cache of ``encoder`` (a folder, "default" or a hub id) for one backend and maximum
     length, open; the caller closes it. ``submit`` (an executor's): its writes run there
     (:class:`training.embedding_cache.WriteBehindCache`)."""
-    path = resolve_encoder(str(encoder)) if not isinstance(encoder, Path) else _check_folder(encoder, str(encoder))
-    fingerprint = encoder_fingerprint(path)
+    path = _encoder_folder(encoder)
+    return _cache_of(path, encoder_fingerprint(path), backend=backend, max_length=max_length, submit=submit)
+
+
+def _encoder_folder(encoder: str | Path) -> Path:
+    return resolve_encoder(str(encoder)) if not isinstance(encoder, Path) else _check_folder(encoder, str(encoder))
+
+
+def _cache_of(path: Path, fingerprint: str, *, backend: str, max_length: int, submit: Callable[..., Any] | None = None) -> EmbeddingCache:
     where = cache_path(fingerprint, backend=backend, max_length=max_length)
     if submit is not None:
         return WriteBehindCache(where, encoder_path=str(path), fingerprint=fingerprint, submit=submit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -50,26 +51,26 @@ def run_local(
         with db.begin() as conn:
             return write_predictions(conn, head=head, model_version_id=model_version_id, ids=ids, probs=probs)
 
+    def settle(pending: tuple[Future[int], int]) -> None:
+        """Wait for a page's commit (it ran while the next page was scored), then report it."""
+        nonlocal done, written
+        written += pending[0].result()
+        done += pending[1]
+        if progress:
+            progress(done, total)
+
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer") as writer:
-            store = open_student_cache(student, submit=writer.submit)  # its vector writes run on the writer too
-            try:
-                pending: tuple[Future[int], int] | None = None
-                for page in iter_unscored(db, model_version_id=model_version_id, batch_size=batch_size):
-                    probs = score_texts(student, [t for _, t in page], threads=threads, store=store)
-                    if pending is not None:  # the previous page's commit, which ran while this page was scored
-                        written += pending[0].result()
-                        done += pending[1]
-                        if progress:
-                            progress(done, total)
-                    pending = (writer.submit(commit, [m for m, _ in page], probs), len(page))
+        # the store closes before the writer stops (its vector writes run on the writer too)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer") as writer, \
+                closing(open_student_cache(student, submit=writer.submit)) as store:
+            pending: tuple[Future[int], int] | None = None
+            for page in iter_unscored(db, model_version_id=model_version_id, batch_size=batch_size):
+                probs = score_texts(student, [t for _, t in page], threads=threads, store=store)
                 if pending is not None:
-                    written += pending[0].result()
-                    done += pending[1]
-                    if progress:
-                        progress(done, total)
-            finally:
-                store.close()
+                    settle(pending)
+                pending = (writer.submit(commit, [m for m, _ in page], probs), len(page))
+            if pending is not None:
+                settle(pending)
     except DBAPIError as e:
         if is_connection_error(e):
             raise interrupted(e, url=url, done=done, total=total) from e

@@ -133,14 +133,22 @@ def test_a_killed_actor_ends_with_every_message_scored_once(postgres_engine: Eng
     assert _counts(postgres_engine, mv) == (n, n)  # every pool message once, none twice (the unique constraint, and no error)
 
 
-def test_database_unreachable_mid_job_stops_clearly_and_a_rerun_completes(postgres_server: PostgresServer, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _pool_behind_proxy(postgres_server: PostgresServer, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       n: int) -> tuple[Engine, int, TcpProxy]:
+    """A new database with ``n`` pool messages and a model version, which the product reaches only through a
+    TCP proxy the test can cut: (the direct engine, the model version id, the proxy)."""
     direct = postgres_server.create_database()
     direct_engine = make_engine(direct)
     upgrade(direct_engine)
-    add_pool(direct_engine, 500)
+    add_pool(direct_engine, n)
     mv = add_model_version(direct_engine, encoder, tmp_path / "mv")
     proxy = TcpProxy(postgres_server.port).start()
     monkeypatch.setenv("DATABASE_URL", direct.replace(f":{postgres_server.port}/", f":{proxy.port}/"))
+    return direct_engine, mv, proxy
+
+
+def test_database_unreachable_mid_job_stops_clearly_and_a_rerun_completes(postgres_server: PostgresServer, encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    direct_engine, mv, proxy = _pool_behind_proxy(postgres_server, encoder, tmp_path, monkeypatch, 500)
     reset_settings()
     dispose_engines()
 
@@ -165,13 +173,7 @@ def test_database_unreachable_mid_job_stops_clearly_and_a_rerun_completes(postgr
 
 
 def test_ray_engine_database_unreachable_mid_job(postgres_server: PostgresServer, encoder: Path, ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    direct = postgres_server.create_database()
-    direct_engine = make_engine(direct)
-    upgrade(direct_engine)
-    add_pool(direct_engine, 1500)
-    mv = add_model_version(direct_engine, encoder, tmp_path / "mv")
-    proxy = TcpProxy(postgres_server.port).start()
-    monkeypatch.setenv("DATABASE_URL", direct.replace(f":{postgres_server.port}/", f":{proxy.port}/"))
+    direct_engine, mv, proxy = _pool_behind_proxy(postgres_server, encoder, tmp_path, monkeypatch, 1500)
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
     reset_settings()
     dispose_engines()
