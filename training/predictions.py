@@ -21,10 +21,12 @@ from sqlmodel import Session, col, select
 from db.models import Message, ModelVersion, Prediction, Split, utcnow
 
 ENGINES = ("local", "ray")
-#: messages read, scored and committed together, per engine: the local engine sorts a page by length before
-#: batching it for the encoder, so larger pages pad less (on a 10k PostgreSQL pool, profiled in process, 2,048
-#: scored 1.22x as fast as 512); a Ray batch is one actor call, and smaller ones balance the actors better
-DEFAULT_BATCH_SIZE = {"local": 2048, "ray": 512}
+#: messages read, scored and committed together, per engine: a page (a Ray batch: one actor call) is sorted by
+#: length before it is batched for the encoder, so larger pages pad less (on a 10k PostgreSQL pool, profiled in
+#: process, 2,048 scored 1.22x as fast as 512). Ray at 100k messages (`make bench-scale`, 2 actors): 0.77x the
+#: local engine's msg/s with batches of 512, 0.84x with 2,048 (two runs, each ratio within its own run); a
+#: small pool balances the actors worse with large batches, but there the Ray runtime's start-up dominates
+DEFAULT_BATCH_SIZE = {"local": 2048, "ray": 2048}
 RAY_INSTALL_HINT = "pip install 'distilloop[ray]'"
 
 

@@ -16,7 +16,7 @@ def score(
     head: str = typer.Option(..., "--head", help="Classifier head (e.g. intent)."),
     model_version: int | None = typer.Option(None, "--model-version", help="Model version id (default: the head's latest)."),
     engine: str = typer.Option("local", "--engine", help="local (streams the pool in this process) or ray (Ray Data; RAY_ADDRESS joins a cluster)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Messages read, scored and committed together (default: 2048 local, 512 ray)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Messages read, scored and committed together (default: 2048, both engines)."),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Ray engine: scoring actors (default: one per CPU of the cluster)."),
 ) -> None:
     """Embed and score the whole pool with a model version and store the predictions (idempotent: a rerun
