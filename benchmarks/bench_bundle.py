@@ -57,8 +57,9 @@ def _accuracy(probs: np.ndarray, truth: np.ndarray, kind: str, thresholds: np.nd
     return float(np.mean(probs.argmax(axis=1) == truth))
 
 
-def _short_heads(workdir: Path, epochs: float) -> Path:
-    """A copy of the shipped head files with ``student.finetune.epochs`` set (the benchmark's short runs)."""
+def _short_heads(workdir: Path, epochs: float, seed: int | None = None) -> Path:
+    """A copy of the shipped head files with ``student.finetune.epochs`` (the benchmark's short runs) and, when
+    given, ``student.finetune.seed`` set."""
     import yaml
 
     from core.heads import SHIPPED_DIR
@@ -68,23 +69,25 @@ def _short_heads(workdir: Path, epochs: float) -> Path:
     for h in HEADS:
         doc = yaml.safe_load((SHIPPED_DIR / f"{h}.yaml").read_text())
         doc.setdefault("student", {}).setdefault("finetune", {})["epochs"] = epochs
+        if seed is not None:
+            doc["student"]["finetune"]["seed"] = seed
         (folder / f"{h}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return folder
 
 
-def _environment(workdir: Path, *, student: str, epochs: float) -> None:
+def _environment(workdir: Path, *, student: str, epochs: float, seed: int | None = None) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
     os.environ["MODELS_DIR"] = str(workdir / "models")
     os.environ.setdefault("DATA_DIR", str(REPO / "var" / "data"))  # keep the checkout's embedding cache
     if student == "multitask":
-        os.environ["HEADS_DIR"] = str(_short_heads(workdir, epochs))
+        os.environ["HEADS_DIR"] = str(_short_heads(workdir, epochs, seed))
     from core.settings import reset_settings
 
     reset_settings()
 
 
-def build(workdir: Path, *, student: str = "probe", layers: int = 3, epochs: float = 1) -> dict:
-    _environment(workdir, student=student, epochs=epochs)
+def build(workdir: Path, *, student: str = "probe", layers: int = 3, epochs: float = 1, seed: int | None = None) -> dict:
+    _environment(workdir, student=student, epochs=epochs, seed=seed)
     from db.engine import get_engine, session_scope
     from db.migrate import upgrade
     from export.bundle import export_bundle
@@ -152,9 +155,30 @@ def int8_anyway(workdir: Path) -> Path:
     return dst
 
 
-def measure(workdir: Path, *, calls: int, bundle_name: str = "workflow") -> dict:
+def holdout_accuracy(workdir: Path, *, bundle_name: str = "workflow") -> dict:
+    """Each head's holdout accuracy (subset accuracy for multi-label heads): its single-head export vs the bundle."""
     from db.engine import session_scope
     from export.service import _holdout
+    from training.inference import ClassifierModel, WorkflowClassifier
+
+    final = workdir / "models" / "final"
+    bundle = WorkflowClassifier(final / bundle_name, threads=2)
+    acc = {}
+    with session_scope() as s:
+        for h in HEADS:
+            m = ClassifierModel(final / h, threads=2)
+            ho_texts, truth, _ = _holdout(s, h, m.labels, m.kind)
+            acc[h] = {
+                "n": len(ho_texts),
+                "metric": "subset accuracy" if m.kind == "multi" else "accuracy",
+                "single": _accuracy(m.predict_proba(ho_texts), truth, m.kind, m.thresholds),
+                "bundle": _accuracy(bundle.predict_proba(ho_texts)[h], truth, m.kind, bundle.head_meta[h].thresholds),
+            }
+            acc[h]["difference_points"] = (acc[h]["bundle"] - acc[h]["single"]) * 100
+    return acc
+
+
+def measure(workdir: Path, *, calls: int, bundle_name: str = "workflow") -> dict:
     from training.inference import ClassifierModel, WorkflowClassifier
 
     final = workdir / "models" / "final"
@@ -194,20 +218,8 @@ def measure(workdir: Path, *, calls: int, bundle_name: str = "workflow") -> dict
     c = time.perf_counter()
     thr = {"bundle_msg_per_s": len(texts) / (b - a), "four_single_msg_per_s": len(texts) / (c - b), "n": len(texts)}
 
-    acc = {}
-    with session_scope() as s:
-        for h in HEADS:
-            m = single[h]
-            ho_texts, truth, _ = _holdout(s, h, m.labels, m.kind)
-            acc[h] = {
-                "n": len(ho_texts),
-                "metric": "subset accuracy" if m.kind == "multi" else "accuracy",
-                "single": _accuracy(m.predict_proba(ho_texts), truth, m.kind, m.thresholds),
-                "bundle": _accuracy(bundle.predict_proba(ho_texts)[h], truth, m.kind, bundle.head_meta[h].thresholds),
-            }
-            acc[h]["difference_points"] = (acc[h]["bundle"] - acc[h]["single"]) * 100
-    return {"latency_1_thread": lat, "throughput_2_threads": thr, "accuracy": acc, "calls": calls,
-            "int8": bundle.quantized and all(m.quantized for m in single.values())}
+    return {"latency_1_thread": lat, "throughput_2_threads": thr, "accuracy": holdout_accuracy(workdir, bundle_name=bundle_name),
+            "calls": calls, "int8": bundle.quantized and all(m.quantized for m in single.values())}
 
 
 def _markdown(r: dict) -> str:
@@ -243,6 +255,23 @@ def _markdown(r: dict) -> str:
     ]
     for h, a in r["accuracy"].items():
         lines.append(f"| {h} | {a['n']} | {a['metric']} | {a['single']:.4f} | {a['bundle']:.4f} | {a['difference_points']:+.2f} |")
+    if r.get("seeds"):
+        seeds = r["seeds"]
+        lines += ["", f"Over {len(seeds)} training seeds (`student.finetune.seed` {', '.join(str(x['seed']) for x in seeds)}: "
+                  "every single-head fine-tune and the multi-task fine-tune trained again, exported INT8); the table above "
+                  f"is seed {seeds[0]['seed']}'s, whose models also give the speed rows. The mean difference estimates the expected gap; "
+                  "the per-seed column shows how far one run's difference moves on holdouts of a few hundred messages.", "",
+                  "| head | difference per seed (points, bundle - single-head, INT8) | mean single-head | mean bundle | "
+                  "mean difference (points) | mean difference before export (points) |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for h in HEADS:
+            per = ", ".join(f"{x['accuracy'][h]['difference_points']:+.2f}" for x in seeds)
+            mean = r["accuracy_mean_over_seeds"][h]
+            key = "subset_accuracy" if r["accuracy"][h]["metric"] == "subset accuracy" else "accuracy"
+            pre = [(x["holdout_multitask"].get(h, {}).get(key), x["holdout_single"].get(h, {}).get(key)) for x in seeds]
+            pre_diff = [100 * (a - b) for a, b in pre if a is not None and b is not None]
+            pre_txt = f"{np.mean(pre_diff):+.2f}" if pre_diff else "n/a"
+            lines.append(f"| {h} | {per} | {mean['single']:.4f} | {mean['bundle']:.4f} | {mean['difference_points']:+.2f} | {pre_txt} |")
     if r.get("holdout_multitask"):
         lines += ["", "Each model version's own holdout metrics (`evaluate_on_holdout`, before export):", "",
                   "| head | single-head fine-tune | multi-task fine-tune |", "|---|---|---|"]
@@ -261,28 +290,51 @@ def main() -> None:
                     help="probe: the frozen encoder's probes; multitask: a multi-task fine-tune vs single-head fine-tunes")
     ap.add_argument("--layers", type=int, default=3, help="multitask: encoder layers of every fine-tune")
     ap.add_argument("--epochs", type=float, default=1, help="multitask: training epochs of every fine-tune")
+    ap.add_argument("--seeds", default=None,
+                    help="multitask: comma-separated training seeds (student.finetune.seed), e.g. 42,43,44: every model "
+                         "trained once per seed, the accuracy rows per seed and their mean (speed from the first seed's models)")
     ap.add_argument("--from", dest="from_dir", type=Path, default=None,
                     help="measure the models a previous run built and kept (--keep DIR), without training again")
     ap.add_argument("--int8-anyway", action="store_true",
                     help="with --from: when the bundle's INT8 twin was rejected by its parity check, quantize a copy and measure it")
     args = ap.parse_args()
+    seeds: list[int | None] = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else [None]
+    if len(seeds) > 1 and args.student != "multitask":
+        ap.error("--seeds: only with --student multitask (the probes are deterministic)")
     info = machine_info()
     print_machine(info)
     with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
-        workdir = args.from_dir or args.keep or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        if args.from_dir:
-            _environment(workdir, student=args.student, epochs=args.epochs)
-            built = json.loads((workdir / "built.json").read_text())
-        else:
-            built = build(workdir, student=args.student, layers=args.layers, epochs=args.epochs)
-            (workdir / "built.json").write_text(json.dumps(built, default=str))
+        root = args.from_dir or args.keep or Path(tmp)
+        runs = []
+        for seed in seeds:
+            workdir = root if len(seeds) == 1 else root / f"seed-{seed}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            if args.from_dir:
+                _environment(workdir, student=args.student, epochs=args.epochs, seed=seed)
+                built = json.loads((workdir / "built.json").read_text())
+            else:
+                if seed is not None:
+                    print(f"seed {seed}", flush=True)
+                built = build(workdir, student=args.student, layers=args.layers, epochs=args.epochs, seed=seed)
+                (workdir / "built.json").write_text(json.dumps(built, default=str))
+            bundle_name = int8_anyway(workdir).name if args.int8_anyway else "workflow"
+            measured = (measure(workdir, calls=args.calls, bundle_name=bundle_name) if not runs
+                        else {"accuracy": holdout_accuracy(workdir, bundle_name=bundle_name)})
+            runs.append({"seed": seed, "built": built, **measured})
+        first = runs[0]
         result = {"machine": info, "student": args.student, "layers": args.layers, "epochs": args.epochs,
-                  **measure(workdir, calls=args.calls, bundle_name=int8_anyway(workdir).name if args.int8_anyway else "workflow"),
-                  "int8_anyway": args.int8_anyway, "build": built["timings_s"],
-                  "bundle_heads": built["manifest"]["heads"], "excluded": built["manifest"]["excluded"],
-                  "holdout_single": built["single_holdout"], "holdout_multitask": built["multitask_holdout"],
+                  **{k: first[k] for k in ("latency_1_thread", "throughput_2_threads", "accuracy", "calls", "int8")},
+                  "int8_anyway": args.int8_anyway, "build": first["built"]["timings_s"],
+                  "bundle_heads": first["built"]["manifest"]["heads"], "excluded": first["built"]["manifest"]["excluded"],
+                  "holdout_single": first["built"]["single_holdout"], "holdout_multitask": first["built"]["multitask_holdout"],
                   "load_avg_1m_end": os.getloadavg()[0]}
+        if len(runs) > 1:
+            result["seeds"] = [{"seed": r["seed"], "accuracy": r["accuracy"], "holdout_single": r["built"]["single_holdout"],
+                                "holdout_multitask": r["built"]["multitask_holdout"], "build": r["built"]["timings_s"]} for r in runs]
+            result["accuracy_mean_over_seeds"] = {
+                h: {k: float(np.mean([r["accuracy"][h][k] for r in runs])) for k in ("single", "bundle", "difference_points")}
+                for h in HEADS
+            }
     md = _markdown(result)
     print(md)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
