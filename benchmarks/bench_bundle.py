@@ -20,7 +20,10 @@ shared fine-tuned encoder, four heads) against four single-head 3-layer fine-tun
 finetune --layers 3``) trained in the same run with the same settings on the same data, each exported
 (INT8); both trained for ``--epochs`` (the heads' ``student.finetune.epochs`` set in a copy of the head files
 in the work folder: the product path, shortened). The accuracy rows then compare each head in the bundle
-with its own single-head fine-tune.
+with its own single-head fine-tune. ``--seeds 42,43,44`` (what ``make bench-bundle-multitask`` runs, at the
+heads' default 4 epochs) trains every model once per seed (``student.finetune.seed``, each seed in its own
+work folder) and adds each head's difference per seed and its mean: on holdouts of a few hundred messages one
+seed's difference is mostly noise. The speed rows come from the first seed's models.
 
 Writes bench-results/bundle.json and bench-results/bundle.md (``bundle-multitask.*`` with ``--student multitask``).
 """
