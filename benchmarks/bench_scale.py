@@ -402,13 +402,15 @@ def main() -> None:
 
 
 def report(res: dict[str, Any]) -> str:
+    from training.predictions import DEFAULT_BATCH_SIZE
+
     m = res["machine"]
     lines = [
         "# bench-scale: `distilloop score` on PostgreSQL pools", "",
         f"machine: {m['cpu']} · {m['cores']} cores · Python {m['python']} · load {m['load_avg_1m']:.2f} at start · {m['when']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v), "",
         "student: probe on the first 3 layers of all-MiniLM-L6-v2, INT8 (the graph of a 3-layer distilled student); "
-        f"batch size per page / Ray batch: {res.get('batch_size') or 'the engine default (2,048 local, 512 Ray)'}; "
+        f"batch size per page / Ray batch: {res.get('batch_size') or f'the default of both engines ({DEFAULT_BATCH_SIZE:,})'}; "
         "each run a fresh process with an empty embedding cache (vectors written to it as in production). "
         "Pools and baseline: the same shuffled mix of BANKING77 and GoEmotions texts.", "",
         f"baseline, the scoring step alone (5,000 texts of the pools' mix in memory, 2 threads): **{res['baseline_in_memory']['messages_per_s']} msg/s**",

@@ -21,13 +21,13 @@ from sqlmodel import Session, col, select
 from db.models import Message, ModelVersion, Prediction, Split, utcnow
 
 ENGINES = ("local", "ray")
-#: messages read, scored and committed together, per engine: a page (a Ray batch: one actor call) is sorted by
+#: messages read, scored and committed together, both engines: a page (a Ray batch: one actor call) is sorted by
 #: length before it is batched for the encoder, so larger pages pad less (on a 10k PostgreSQL pool, profiled in
 #: process, 2,048 scored 1.22x as fast as 512). Ray at 100k messages (`make bench-scale`, 2 actors, each ratio
 #: against the local engine in its own run): 0.77x with batches of 512 (one run), 0.84x and 0.76x with 2,048
 #: (two runs): within the run-to-run spread, so one default for both engines; a small pool balances the actors
 #: worse with large batches, but there the Ray runtime's start-up dominates
-DEFAULT_BATCH_SIZE = {"local": 2048, "ray": 2048}
+DEFAULT_BATCH_SIZE = 2048
 RAY_INSTALL_HINT = "pip install 'distilloop[ray]'"
 
 

@@ -59,7 +59,7 @@ def score_head(
 
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {list(ENGINES)}, found {engine!r}")
-    batch_size = DEFAULT_BATCH_SIZE[engine] if batch_size is None else batch_size
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size: expected a whole number >= 1, found {batch_size!r}")
     if engine == "ray":
