@@ -182,6 +182,54 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
     return enc["input_ids"]
 
 
+def _pad_token_id(folder: Path, tok: Any) -> int:
+    """The pad token's id as transformers reads it: the tokenizer file's padding, else the ``pad_token`` of
+    tokenizer_config.json or special_tokens_map.json, else 0."""
+    import json
+
+    if tok.padding and tok.padding.get("pad_id") is not None:
+        return int(tok.padding["pad_id"])
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            pad = json.loads((folder / name).read_text()).get("pad_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        if isinstance(pad, str) and tok.token_to_id(pad) is not None:
+            return int(tok.token_to_id(pad))
+    return 0
+
+
+@lru_cache(maxsize=8)
+def _fast_tokenizer(path: str, max_length: int) -> tuple[Any, int] | None:
+    """The folder's tokenizer.json as a ``tokenizers.Tokenizer`` truncating at ``max_length``, unpadded, and
+    its pad id; None without a tokenizer.json. The same ids as transformers' fast tokenizer, without
+    importing transformers (about 2 s, paid by every fresh process that embeds: a CLI command, a Ray actor).
+    Configured once here and never changed afterwards, so threads can share it."""
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(file))
+    pad_id = _pad_token_id(Path(path), tok)
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok, pad_id
+
+
+def token_ids(path: str | Path, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of ``texts`` (special tokens added, truncated at ``max_length``, unpadded) and the pad id,
+    with the encoder folder's tokenizer: its tokenizer.json through ``tokenizers``, or transformers'
+    AutoTokenizer for a folder that has only vocab.txt and a config."""
+    fast = _fast_tokenizer(str(path), max_length)
+    if fast is not None:
+        tok, pad_id = fast
+        return [e.ids for e in tok.encode_batch(list(texts))], pad_id
+    tokenizer = load_tokenizer(str(path))
+    return _tokenize(tokenizer, texts, max_length), (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+
 def _pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(x) for x in ids)
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
@@ -369,9 +417,7 @@ def embed(
         missing = [k for k in unique if k not in vectors]
         if missing:
             done0 = total - len(missing)
-            tokenizer = load_tokenizer(str(path))
-            ids = _tokenize(tokenizer, [unique[k] for k in missing], max_length)
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            ids, pad_id = token_ids(path, [unique[k] for k in missing], max_length)
             if backend == "torch":
                 new = _encode_torch(str(path), fingerprint, ids, pad_id, batch_size, progress, done0, total)
             else:

@@ -125,3 +125,67 @@ def test_an_encoder_onnx_cannot_export_falls_back_to_torch_and_says_so(tiny_enco
         got = embed(TEXTS, encoder=str(tiny_encoder), backend="onnx", cache=False)
     assert "ONNX export failed (RuntimeError: unsupported operator)" in caplog.text
     assert np.allclose(got, embed(TEXTS, encoder=str(tiny_encoder), backend="torch", cache=False), atol=1e-6)
+
+
+ODD_TEXTS = [
+    "my card payment failed", "", "   ", "héllo wörld 😀 ÇA VA?", "ｆｕｌｌｗｉｄｔｈ ｔｅｘｔ", "日本語のテキスト",
+    "don't\ttab\nnewline", "[CLS] [SEP] [PAD] [MASK] tokens typed by a user", "word " * 300,
+]
+
+
+@pytest.mark.parametrize("max_length", [128, 8])
+def test_token_ids_are_transformers_ids_without_importing_it(tmp_path: Path, max_length: int) -> None:
+    """The embedding path tokenizes with tokenizers (tokenizer.json): the same ids and pad id as
+    transformers' tokenizer, for the packaged encoder (whose tokenizer.json pads to 128: switched off) and a
+    tiny one, on empty, unicode, special-token and over-long texts."""
+    from training.encoder import _tokenize, load_tokenizer, token_ids
+
+    for folder in (resolve_encoder("default"), make_tiny_encoder(tmp_path / "tiny")):
+        ids, pad_id = token_ids(folder, ODD_TEXTS, max_length)
+        tok = load_tokenizer(str(folder))
+        assert ids == _tokenize(tok, ODD_TEXTS, max_length)
+        assert pad_id == tok.pad_token_id
+        assert max(len(x) for x in ids) == max_length  # the long text is truncated, nothing is padded
+        assert len(ids[1]) == 2  # an empty text is [CLS] [SEP]
+
+
+def test_token_ids_of_a_folder_without_tokenizer_json_come_from_transformers(tmp_path: Path) -> None:
+    from training.encoder import token_ids
+
+    folder = make_tiny_encoder(tmp_path / "tiny")
+    with_json = token_ids(folder, TEXTS, 16)
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab()
+    (folder / "vocab.txt").write_text("".join(w + "\n" for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
+    (folder / "tokenizer.json").unlink()  # a WordPiece folder of the older kind: vocab.txt and a config
+    assert token_ids(folder, TEXTS, 16) == with_json
+
+
+def test_onnx_embedding_in_a_fresh_process_does_not_import_transformers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a fresh `distilloop score` or Ray actor pays before its first page: no transformers import (about
+    2 s) once the encoder's ONNX graph exists."""
+    import json
+    import subprocess
+    import sys
+
+    folder = make_tiny_encoder(tmp_path / "tiny")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    from core.settings import reset_settings
+
+    reset_settings()
+    expected = embed(TEXTS, encoder=folder, backend="onnx", cache=False)  # exports the graph (torch) here
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from training.encoder import embed\n"
+        f"v = embed({TEXTS!r}, encoder=Path({str(folder)!r}), backend='onnx', cache=False)\n"
+        "print(json.dumps({'transformers': 'transformers' in sys.modules, 'torch': 'torch' in sys.modules, 'v': v.tolist()}))\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
+                         env={**__import__("os").environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (got["transformers"], got["torch"]) == (False, False)
+    np.testing.assert_allclose(np.array(got["v"]), expected, atol=1e-6)
