@@ -2,8 +2,8 @@
 actor holds one student and so one onnxruntime session of its encoder) and writes each batch back.
 
 - Reading: :class:`PoolRangesDatasource`, a Ray Data datasource with one read task per id range of the
-  unscored pool (ranges of about equal counts, from the database); each task pages through its range with the
-  same keyset query as the local engine, one block per page.
+  unscored pool (ranges of equal counts, from the database, one batch each: :func:`read_ranges`); each task
+  reads its range with the same keyset query as the local engine.
 - Scoring and writing: ``map_batches`` with a callable class on an actor pool (``concurrency``: by default one
   actor per CPU of the cluster). An actor scores a batch with :func:`training.predictions.score_texts`
   (the local engine's step, so the numbers are the same) and writes it with insert-or-skip. Ray restarts an
@@ -26,7 +26,20 @@ from core.vocab import Progress
 from training.predictions import RAY_INSTALL_HINT, interrupted
 
 log = logging.getLogger(__name__)
-READ_PAGES_PER_RANGE = 8  # keyset pages per id range (read task)
+#: at least this many read tasks per actor: a small pool is cut into smaller batches rather than leave an actor
+#: idle while another scores the last one
+MIN_RANGES_PER_ACTOR = 4
+MAX_RANGES = 20_000  # beyond it (a pool of 40M+ at 2,048 a page) a read task pages through a range of several pages
+
+
+def read_ranges(todo: int, *, batch_size: int, n_actors: int) -> int:
+    """How many id ranges (read tasks) to cut the unscored pool into: one per batch, so each read task
+    yields one block, an actor starts on the first page read and each scored batch is one progress step.
+    (Ray Data merges what one read task yields into one block up to ``target_max_block_size``, 128 MiB: a
+    range of eight pages came out as one block of 14k rows, scored by one actor task and reported at its end;
+    on 100k messages the first progress came after 33 s.)"""
+    per_batch = -(-max(todo, 0) // max(batch_size, 1))
+    return max(1, min(MAX_RANGES, max(per_batch, n_actors * MIN_RANGES_PER_ACTOR), max(todo, 1)))
 
 
 def require_ray() -> Any:
@@ -130,6 +143,9 @@ class PoolScorer:
         self.store = open_student_cache(self.student)  # open for the actor's life (each put commits)
         self.engine = make_engine(url)
         self.head, self.mv = head, model_version_id
+        # load the tokenizer and the onnxruntime session now, while the first read task is still reading its
+        # page, rather than at the start of the first batch
+        warm_up(self.student)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from training.predictions import score_texts, write_predictions
@@ -139,6 +155,15 @@ class PoolScorer:
         with self.engine.begin() as conn:
             n = write_predictions(conn, head=self.head, model_version_id=self.mv, ids=ids, probs=probs)
         return {"scored": np.array([len(ids)]), "written": np.array([n])}
+
+
+def warm_up(student: Any) -> None:
+    """Embed one text without the cache: what the first batch would otherwise load (tokenizer, session)."""
+    from training.encoder import embed
+
+    if student.embed_backend != "torch":
+        embed(["warm-up"], encoder=Path(student.encoder_path), max_length=student.max_length,
+              backend=student.embed_backend, threads=1, cache=False)
 
 
 def _prepare_encoder(artifact: str) -> None:
@@ -214,16 +239,17 @@ def run_ray(
 
         with Session(get_engine(url)) as s:
             todo = total - done0
-            ranges = id_ranges(s, model_version_id=model_version_id,
-                               n=max(n_actors * 2, min(256, -(-todo // (batch_size * READ_PAGES_PER_RANGE)))))
+            n_ranges = read_ranges(todo, batch_size=batch_size, n_actors=n_actors)
+            ranges = id_ranges(s, model_version_id=model_version_id, n=n_ranges)
+        batch = min(batch_size, -(-max(todo, 1) // n_ranges))
         ds = ray.data.read_datasource(
-            _datasource_class()(url, model_version_id, ranges, batch_size),
+            _datasource_class()(url, model_version_id, ranges, batch),
             num_cpus=0, concurrency=max(2, n_actors), override_num_blocks=len(ranges),
         )
         ds = ds.map_batches(
             PoolScorer,
             fn_constructor_kwargs={"url": url, "head": head, "model_version_id": model_version_id, "artifact": artifact},
-            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
+            batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
         )
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             done += int(out["scored"].sum())

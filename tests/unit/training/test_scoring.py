@@ -144,3 +144,36 @@ def test_bad_input(sqlite_engine: Engine, tiny_encoder: Path, tmp_path: Path, mo
     r = runner.invoke(cli, ["score", "--head", "intent"])
     assert r.exit_code == 0, r.output
     assert "10 predictions written, 0 already stored" in " ".join(r.output.split())
+
+
+def test_id_ranges_cut_the_unscored_pool_into_equal_contiguous_parts(engine: Engine, tiny_encoder: Path, tmp_path: Path) -> None:
+    from training.predictions import id_ranges
+
+    ids = add_pool(engine, 230)
+    mv = add_model_version(engine, tiny_encoder, tmp_path / "mv")
+    with Session(engine) as s:
+        for n, sizes in ((7, [33] * 6 + [32]), (1, [230]), (230, [1] * 230), (1000, [1] * 230)):
+            ranges = id_ranges(s, model_version_id=mv, n=n)
+            parts = [[i for i in ids if lo < i <= hi] for lo, hi in ranges]
+            assert [len(p) for p in parts] == sizes, n
+            assert [i for p in parts for i in p] == ids  # contiguous, disjoint, covering
+    from core.heads import get_head
+    from training.predictions import write_predictions
+
+    n_labels = len(get_head("intent").label_names)
+    with engine.begin() as conn:
+        write_predictions(conn, head="intent", model_version_id=mv, ids=ids[:100], probs=np.full((100, n_labels), 1 / n_labels, dtype=np.float32))
+    with Session(engine) as s:
+        ranges = id_ranges(s, model_version_id=mv, n=4)
+    assert ranges[0][0] == ids[99] and ranges[-1][1] == ids[-1]  # only the unscored rest
+    assert [sum(lo < i <= hi for i in ids) for lo, hi in ranges] == [33, 33, 33, 31]
+
+
+def test_the_ray_engine_reads_one_batch_per_range() -> None:
+    from training.scoring.ray_engine import MAX_RANGES, read_ranges
+
+    assert read_ranges(100_000, batch_size=2048, n_actors=2) == 49
+    assert read_ranges(10_000, batch_size=2048, n_actors=2) == 8  # four per actor: batches of 1,250
+    assert read_ranges(3, batch_size=2048, n_actors=2) == 3
+    assert read_ranges(0, batch_size=2048, n_actors=2) == 1
+    assert read_ranges(10**9, batch_size=2048, n_actors=16) == MAX_RANGES
