@@ -28,6 +28,7 @@ from export import layout
 from export.convert import OPSET, export_onnx, quantize_int8
 from export.gate import GateResult, gate
 from export.parity import check_parity, torch_probabilities
+from training.encoder import truncate_unpadded
 from training.inference import (
     EXPORT_FILE,
     FORMAT_VERSION,
@@ -132,9 +133,7 @@ def _write_tokenizer(student: Any, mv: ModelVersion, dst: Path, max_length: int)
             f"no tokenizer found for model version {mv.id}: looked for tokenizer.json / vocab.txt in "
             f"{[str(f) for f in folders]}; the student's encoder folder must hold its tokenizer"
         )
-    tok.enable_truncation(max_length=max_length)
-    tok.no_padding()
-    tok.save(str(dst / TOKENIZER_FILE))
+    truncate_unpadded(tok, max_length).save(str(dst / TOKENIZER_FILE))
 
 
 def _label_thresholds(student: Any, head_def: Any, metrics: dict[str, Any], labels: list[str]) -> dict[str, float]:

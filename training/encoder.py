@@ -200,6 +200,15 @@ def _pad_token_id(folder: Path, tok: Any) -> int:
     return 0
 
 
+def truncate_unpadded(tok: Any, max_length: int) -> Any:
+    """Set a ``tokenizers.Tokenizer`` (in place, and return it) to truncate at ``max_length`` and not pad: a
+    tokenizer.json may pad to a fixed length (the packaged encoder's pads to 128). What embedding and the
+    exported runtime both tokenize with."""
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
+
+
 @lru_cache(maxsize=8)
 def _fast_tokenizer(path: str, max_length: int) -> tuple[Any, int] | None:
     """The folder's tokenizer.json as a ``tokenizers.Tokenizer`` truncating at ``max_length``, unpadded, and
@@ -212,10 +221,8 @@ def _fast_tokenizer(path: str, max_length: int) -> tuple[Any, int] | None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(file))
-    pad_id = _pad_token_id(Path(path), tok)
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_length)
-    return tok, pad_id
+    pad_id = _pad_token_id(Path(path), tok)  # before the padding is switched off
+    return truncate_unpadded(tok, max_length), pad_id
 
 
 def token_ids(path: str | Path, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:

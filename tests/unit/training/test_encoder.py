@@ -166,6 +166,7 @@ def test_onnx_embedding_in_a_fresh_process_does_not_import_transformers(tmp_path
     """What a fresh `distilloop score` or Ray actor pays before its first page: no transformers import (about
     2 s) once the encoder's ONNX graph exists."""
     import json
+    import os
     import subprocess
     import sys
 
@@ -184,7 +185,7 @@ def test_onnx_embedding_in_a_fresh_process_does_not_import_transformers(tmp_path
     )
     repo = Path(__file__).resolve().parents[3]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
-                         env={**__import__("os").environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
+                         env={**os.environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert (got["transformers"], got["torch"]) == (False, False)
