@@ -6,8 +6,10 @@ before, a tail after) so that every message is distinct after normalisation. Eac
 process (``score_head`` in a child) with an empty embedding cache (the encoder graph is copied in, so no run
 pays for the ONNX export): messages/s and peak memory (the child's own peak RSS, and the peak RSS of its
 whole process tree sampled every 0.25 s: for the Ray engine, the driver, the Ray runtime it starts and the
-actors). The local engine at every size, the Ray engine (a local Ray runtime, one actor per core) at the
-sizes of ``--ray-sizes``.
+actors). The local engine at every size, the Ray engine at the sizes of ``--ray-sizes`` twice: ``ray``, as
+``distilloop score --engine ray`` runs without ``RAY_ADDRESS`` (it starts and stops a local Ray runtime, one
+actor per core), and ``ray-cluster``, joining a Ray head already running on this machine (``RAY_ADDRESS``, as a
+team with a cluster runs it; started before the run and not timed, its processes outside the process tree).
 
 Same-run baselines: the scoring step alone (``score_texts`` on 5,000 texts in memory, no database, both
 cores) and the database's write ceiling (insert-or-skip of precomputed predictions, no scoring).
@@ -182,12 +184,31 @@ def _tree_rss(pid: int) -> int:
 
 
 def run_engine(engine: str, *, url: str, root: Path, onnx_dir: Path, batch_size: int | None, max_seconds: float | None) -> dict[str, Any]:
+    """One ``score_head`` in a fresh child process; ``ray-cluster``: the Ray engine joining a Ray head started
+    here first (its start-up not timed)."""
     data_dir = root / f"data-{engine}-{time.time_ns()}"
     target = data_dir / "embeddings" / onnx_dir.parent.name / "onnx"
     shutil.copytree(onnx_dir, target)
     env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(data_dir), "VAR_DIR": str(root / "var"),
            "MODELS_DIR": str(root / "models"), "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
+    cluster = None
+    if engine == "ray-cluster":
+        from tests.support.ray_cluster import RayCluster
+
+        cluster = RayCluster(num_cpus=os.cpu_count() or 1).start()
+        env.update(RayCluster.env, RAY_ADDRESS=cluster.address)
+    try:
+        result = _run_child("ray" if cluster else engine, env=env, root=root, batch_size=batch_size, max_seconds=max_seconds)
+    finally:
+        if cluster:
+            cluster.stop()
+    result["engine"] = engine
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _run_child(engine: str, *, env: dict[str, str], root: Path, batch_size: int | None, max_seconds: float | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", engine] + (["--batch-size", str(batch_size)] if batch_size else [])
     if max_seconds:
         cmd += ["--max-seconds", str(max_seconds)]
@@ -210,7 +231,6 @@ def run_engine(engine: str, *, url: str, root: Path, onnx_dir: Path, batch_size:
         raise RuntimeError(f"{engine} run failed ({proc.returncode}): {err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["tree_peak_rss_mib"] = round(peak[0] / 2**20, 1)
-    shutil.rmtree(data_dir, ignore_errors=True)
     return result
 
 
@@ -355,7 +375,7 @@ def main() -> None:
                 s.add(mv)
                 s.commit()
             print(f"\npool {n:,}: COPY in {load_s:.1f} s")
-            engines = ["local"] + (["ray"] if n in ray_sizes else [])
+            engines = ["local"] + (["ray", "ray-cluster"] if n in ray_sizes else [])
             for engine in engines:
                 with eng.begin() as c:
                     from sqlalchemy import text
@@ -382,6 +402,9 @@ def main() -> None:
 
     local = {r["size"]: r for r in results["runs"] if r["engine"] == "local"}
     ray = {r["size"]: r for r in results["runs"] if r["engine"] == "ray"}
+    on_cluster = {r["size"]: r for r in results["runs"] if r["engine"] == "ray-cluster"}
+    results["ray_cluster_vs_local"] = {n: round(on_cluster[n]["messages_per_s"] / local[n]["messages_per_s"], 3)
+                                       for n in on_cluster if n in local}
     biggest = max(local)
     per_core = (local[biggest].get("steady_messages_per_s") or local[biggest]["messages_per_s"]) / (info["cores"] or 1)
     ratios = {n: round(ray[n]["messages_per_s"] / local[n]["messages_per_s"], 3) for n in ray if n in local}
@@ -432,6 +455,10 @@ def report(res: dict[str, Any]) -> str:
         lines += ["", "Ray / local msg/s, whole command: " + ", ".join(f"{n:,}: {v}x" for n, v in sorted(res["ray_vs_local"].items()))
                   + "; after the first batch (start-up excluded: the Ray runtime, its actors, imports): "
                   + ", ".join(f"{n:,}: {v}x" for n, v in sorted(res.get("ray_vs_local_after_first_batch", {}).items()))]
+    if res.get("ray_cluster_vs_local"):
+        lines += ["", "Ray joining a running cluster (`RAY_ADDRESS`; the cluster's own start not timed, its processes outside "
+                  "the process tree) / local msg/s, whole command: "
+                  + ", ".join(f"{n:,}: {v}x" for n, v in sorted(res["ray_cluster_vs_local"].items()))]
     p = res["projection"]
     lines += ["", "## Projection: 10M messages on a cluster", "",
               f"From the local engine's rate after its first batch at {p['from_size']:,} messages: {p['per_core_messages_per_s']} msg/s per core "

@@ -84,14 +84,38 @@ def check_address(address: str, *, timeout_s: float = 5.0) -> None:
         ) from e
 
 
-def _runtime_env() -> dict[str, Any]:
-    """What the workers need from this process: the code's folder on their path (a local cluster runs them
-    from its own folder) and where the embedding cache is."""
+def _worker_env() -> dict[str, str]:
+    """What the workers need from this process: the code's folder on their path (a cluster runs them from its
+    own folder) and where the embedding cache is."""
     from core.settings import get_settings
 
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": path, "DATA_DIR": str(Path(get_settings().data_dir).resolve())}}
+    return {"PYTHONPATH": path, "DATA_DIR": str(Path(get_settings().data_dir).resolve())}
+
+
+def _init_ray(ray: Any, address: str) -> None:
+    """Join the cluster at ``address``, or start a local runtime for this command.
+
+    A cluster gets the workers' environment as a job runtime_env. A local runtime inherits it instead: its
+    processes are started from this one, so the environment is set while ``ray.init`` starts them and put
+    back after. (A job runtime_env would make the workers Ray prestarts with the runtime unusable for the
+    job: 2 of the 9 worker processes of a 10k run were started and never used, on 2 cores.)"""
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    env = _worker_env()
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+        return
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count() or 1, object_store_memory=512 * 1024**2, **kwargs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _datasource_class() -> type:
@@ -218,13 +242,8 @@ def run_ray(
         check_address(address)
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs: dict[str, Any] = {"runtime_env": _runtime_env(), "logging_level": logging.WARNING, "log_to_driver": True}
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs.update(include_dashboard=False, num_cpus=os.cpu_count() or 1, object_store_memory=512 * 1024**2)
         try:
-            ray.init(**kwargs)
+            _init_ray(ray, address)
         except Exception as e:  # noqa: BLE001  (Ray raises several kinds for a cluster it cannot join)
             raise ValueError(f"could not start or join Ray ({'RAY_ADDRESS=' + address if address else 'local runtime'}): "
                              f"{type(e).__name__}: {e}; nothing was written") from e
@@ -244,12 +263,12 @@ def run_ray(
         batch = min(batch_size, -(-max(todo, 1) // n_ranges))
         ds = ray.data.read_datasource(
             _datasource_class()(url, model_version_id, ranges, batch),
-            num_cpus=0, concurrency=max(2, n_actors), override_num_blocks=len(ranges),
+            num_cpus=1, override_num_blocks=len(ranges),
         )
         ds = ds.map_batches(
             PoolScorer,
             fn_constructor_kwargs={"url": url, "head": head, "model_version_id": model_version_id, "artifact": artifact},
-            batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
+            batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
         )
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             done += int(out["scored"].sum())
