@@ -294,9 +294,15 @@ def run_round(
         keep = labelled_y >= 0
         lab_pos, labelled_y = lab_pos[keep], labelled_y[keep]
     cand_pos = np.array(sorted(pos[m] for m in candidates if m in pos), dtype=np.int64)
-    from training.trust import compute_trust, trust_arrays
+    from training.trust import compute_trust, round_strata, trust_arrays
 
     trust_report = compute_trust(session, head=hd)
+    # how often this round's student agrees with the teacher, per label, on the messages still to review: the
+    # strata of the next trust estimate (training.trust)
+    strata = None
+    if teacher_source == "llm" and not cold and len(cand_pos):
+        answers = (probs >= hd.multi_label_threshold).astype(np.int64) if hd.is_multi else probs.argmax(axis=1)
+        strata = round_strata(session, head=hd, ids=ids, teacher=teacher, student=answers, candidates=cand_pos)
     trust = trust_arrays(trust_report, labels, prior_trust=hd.teacher.prior_trust, prior_strength=hd.teacher.prior_strength)
     view = PoolView(
         probs=probs,
@@ -346,6 +352,7 @@ def run_round(
             "retrained": bool(retrain and not cold),
             "teacher": teacher_source,
             "teacher_trust": {"status": trust_report["status"], "n_evidence": trust_report["n_evidence"]},
+            "teacher_agreement": strata,
             "seed": seed,
             "candidates": len(candidates),
             "excluded": excluded,

@@ -279,9 +279,12 @@ def run_curve(
             teacher_trust=t_beta,
         )
         picks = build_batch(view, want, arm.mix, seed=seed * 7919 + rnd)
-        labelled[[p.index for p in picks]] = True  # the simulated annotator answers with the gold label
         if trust is not None:
-            trust.add([p.index for p in picks], [STRATEGIES[p.strategy].seeks_teacher_errors for p in picks])
+            pred = probs.argmax(axis=1)
+            trust.observe_round(pred, np.flatnonzero(~labelled))
+            trust.add([p.index for p in picks], [STRATEGIES[p.strategy].seeks_teacher_errors for p in picks],
+                      student=pred[[p.index for p in picks]])
+        labelled[[p.index for p in picks]] = True  # the simulated annotator answers with the gold label
         row["select_s"] = round(time.perf_counter() - t1, 4)
         row["round_s"] = round(time.perf_counter() - t0, 4)
         rows.append(row)

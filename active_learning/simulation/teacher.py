@@ -167,7 +167,9 @@ def summarize_trust(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @dataclass
 class CurveTrust:
     """The teacher trust of one simulated curve: the human labels in the order they were given, whether a
-    teacher-error-seeking strategy picked each, and the estimate (``training.trust.estimate_trust``)."""
+    teacher-error-seeking strategy picked each and what the student answered then, the student-teacher
+    agreement per label of each round (the strata, as a product round records them), and the estimate
+    (``training.trust.estimate_trust``)."""
 
     y: np.ndarray
     teacher: np.ndarray
@@ -175,22 +177,43 @@ class CurveTrust:
     prior_strength: float = 8.0
     order: list[int] = field(default_factory=list)
     targeted: list[bool] = field(default_factory=list)
+    student: list[int | None] = field(default_factory=list)
+    rounds: list[tuple[int, dict[str, dict[str, int]]]] = field(default_factory=list)  # (labels before, strata)
 
     def __post_init__(self) -> None:
         self.names = [str(c) for c in range(self.n_classes)]
         self.population = {str(c): int(n) for c, n in enumerate(np.bincount(self.teacher, minlength=self.n_classes))}
 
-    def add(self, indices: Sequence[int], targeted: Sequence[bool]) -> None:
+    def add(self, indices: Sequence[int], targeted: Sequence[bool], student: Sequence[int] | None = None) -> None:
+        """Human labels given, with the student's answer when each was queued (None: a random seed label)."""
         self.order.extend(int(i) for i in indices)
         self.targeted.extend(bool(t) for t in targeted)
+        self.student.extend([None] * len(indices) if student is None else [int(s) for s in student])
+
+    def observe_round(self, predictions: np.ndarray, candidates: np.ndarray) -> None:
+        """A round's student answers on the pool (argmax) and the messages still to review: its strata."""
+        from training.trust import agreement_strata
+
+        seeds = np.array([i for i, s in zip(self.order, self.student, strict=True) if s is None], dtype=np.int64)
+        strata = agreement_strata(self.teacher[candidates], predictions[candidates], self.names,
+                                  reviewed=(self.teacher[seeds], predictions[seeds], self.y[seeds]))
+        self.rounds.append((len(self.order), strata))
 
     def report(self, first: int | None = None) -> dict[str, Any]:
-        from training.trust import estimate_trust
+        from training.trust import estimate_trust, unreviewed_strata
 
         idx = self.order[:first] if first is not None else self.order
+        strata = None
+        for before, st in self.rounds:  # the latest round that chose among the first labels
+            if before < len(idx):
+                strata = st
+                # its strata counted the messages reviewed since: take them out, as the product does
+                strata = unreviewed_strata(st, [(str(self.teacher[i]), None if s is None else str(s))
+                                                for i, s in zip(idx[before:], self.student[before:len(idx)], strict=True)])
         return estimate_trust(
             [str(self.teacher[i]) for i in idx], [str(self.y[i]) for i in idx], labels=self.names,
             targeted=self.targeted[: len(idx)], population=self.population, prior_strength=self.prior_strength,
+            student=[None if v is None else str(v) for v in self.student[: len(idx)]], strata=strata,
         )
 
     def weights_and_beta(self, *, prior_trust: float) -> tuple[np.ndarray, np.ndarray]:

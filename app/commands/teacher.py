@@ -26,7 +26,7 @@ def teacher_report(
     """The teacher's report card: per-label precision against the humans, with its credible interval, and
     the confusions (recomputed and stored first)."""
     from db.engine import session_scope
-    from training.trust import NO_EVIDENCE
+    from training.trust import NO_EVIDENCE, strata_line
     from training.trust import teacher_report as build
 
     with cli_errors(), session_scope() as session:
@@ -52,13 +52,16 @@ def teacher_report(
         highlight=False,
     )
     table = Table(title=f"teacher precision per label ({level:.0%} credible interval)")
-    for c in ("label", "reviews", "agreed", "targeted", "teacher labels", "precision", "interval"):
+    for c in ("label", "reviews", "agreed", "targeted", "teacher labels", "student disagrees", "precision", "interval"):
         table.add_column(c, justify="left" if c == "label" else "right")
     for r in card["rows"]:
         interval = "-" if r["lo"] is None else f"{r['lo']:.1%} – {r['hi']:.1%}"
         table.add_row(r["label"], str(r["reviews"]), str(r["agreed"]), str(r["targeted"]),
-                      "-" if r["teacher labels"] is None else str(r["teacher labels"]), _pct(r["precision"]), interval)
+                      "-" if r["teacher labels"] is None else str(r["teacher labels"]),
+                      "-" if r["student disagrees"] is None else str(r["student disagrees"]), _pct(r["precision"]), interval)
     console.print(table)
+    if rep.get("stratified"):
+        console.print(strata_line(rep["stratified"]), highlight=False)
     if card["confusions"]:
         conf = Table(title="most frequent confusions")
         for c in ("teacher said", "human said", "messages"):

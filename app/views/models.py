@@ -93,6 +93,10 @@ def _teacher_card(head: str) -> None:
                  alt.Tooltip("lo:Q", format=".1%"), alt.Tooltip("hi:Q", format=".1%")],
     )
     st.altair_chart(rules + points, width="stretch")
+    if rep.get("stratified"):
+        from training.trust import strata_line
+
+        st.caption(strata_line(rep["stratified"]))
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         c: st.column_config.NumberColumn(format="percent") for c in ("precision", "lo", "hi")})
     if card["confusions"]:

@@ -148,6 +148,33 @@ def test_disagreement_round_finds_the_teachers_errors(sqlite_engine, heads: Path
         assert hit > base, f"disagreements should be richer in teacher errors ({hit:.2f}) than the pool ({base:.2f})"
 
 
+def test_round_records_the_strata_the_next_trust_estimate_uses(sqlite_engine, heads: Path) -> None:
+    from training.trust import refresh_trust
+
+    with Session(sqlite_engine) as session:
+        ids = _seed(session)
+        rnd = run_round(session, head="toy", n=10, mix={"disagreement": 1.0})
+        strata = rnd.meta["teacher_agreement"]
+        # every unreviewed teacher label is in one stratum or the other (the 60 LLM labels, none reviewed yet)
+        assert sum(v["agree"] + v["disagree"] for v in strata.values()) == len(ids["llm"])
+        assert sum(v["disagree"] for v in strata.values()) >= sum(1 for q in session.exec(
+            select(QueueItem).where(QueueItem.round_id == rnd.id)) if q.score > 0)
+        # the annotators answer the round's items (the planted wrong labels corrected)
+        wrong = set(ids["llm_wrong"])
+        items = [q for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)) if q.teacher_label]
+        assert items
+        for q in items:
+            t = q.teacher_label
+            truth = TOPICS[(TOPICS.index(t) - 1) % 3] if q.message_id in wrong else t
+            crud.add_label(session, message_id=q.message_id, head="toy", value=truth, origin="human", annotator="ann")
+        session.commit()
+        rep = refresh_trust(session, head="toy")
+        assert rep["stratified"] is not None and rep["stratified"]["reviews_disagree"] >= 1
+        n_reviewed = sum(e["strata"]["reviews_agree"] + e["strata"]["reviews_disagree"] for e in rep["labels"].values())
+        assert n_reviewed == len(items)  # every answered item knew what the student said when it was queued
+        assert all(0 <= e["lo"] <= e["mean"] <= e["hi"] <= 1 for e in rep["labels"].values())
+
+
 def test_multi_label_round(sqlite_engine, heads: Path) -> None:
     with Session(sqlite_engine) as session:
         _seed(session, head="toymulti")

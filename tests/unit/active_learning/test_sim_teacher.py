@@ -15,6 +15,7 @@ from active_learning.simulation.teacher import (
     teacher_precision,
 )
 from tests.unit.active_learning.test_simulation import dataset, fake_embed  # noqa: F401 (fixture)
+from training.trust import estimate_trust
 
 
 def _pool(n_classes: int = 20, per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +68,32 @@ def test_curve_trust_mae_against_the_true_precision() -> None:
     expected = np.mean([abs(rep["labels"][c]["mean"] - p) for c, p in (("0", 1.0), ("1", 0.8))])
     assert got == {"human_labels": 40, "labels_scored": 2, "mae": round(float(expected), 4)}
     assert tr.mae(20, min_reviews=10)["labels_scored"] == 1  # among the first 20, only label 0 has 10 reviews
+
+
+def test_curve_trust_stratifies_by_the_rounds_student() -> None:
+    # label 1 given 40 times, 10 of them wrong; a student that disagrees exactly on those 10 (and nowhere else)
+    y = np.array([0] * 40 + [1] * 30)
+    teacher = np.ones(70, dtype=np.int64)
+    teacher[:30] = 0
+    teacher[30:40] = 1  # wrong: gold 0
+    student = teacher.copy()
+    student[30:40] = 0
+    tr = CurveTrust(y, teacher, 2, prior_strength=2.0)
+    seeds = [0, 1, 2, 45, 46, 47]  # random seed labels, the teacher right on each
+    tr.add(seeds, [False] * len(seeds))
+    todo = np.setdiff1d(np.arange(70), seeds)
+    tr.observe_round(student, todo)
+    tr.add([30, 31, 32], [True] * 3, student=student[[30, 31, 32]])  # disagreement picks: all teacher errors
+    rep = tr.report()
+    e = rep["labels"]["1"]
+    assert rep["stratified"] is not None
+    # the round's strata, less the three reviewed since: 7 unreviewed disagreements left, 27 agreements
+    assert (e["strata"]["agree"], e["strata"]["disagree"]) == (27, 7)
+    assert e["strata"]["reviews_agree"] == 3  # the seeds of label 1, put in the agreeing stratum by the round's student
+    true_p = 30 / 40
+    plain = estimate_trust([str(teacher[i]) for i in tr.order], [str(y[i]) for i in tr.order], labels=["0", "1"],
+                           targeted=tr.targeted, population=tr.population, prior_strength=2.0)["labels"]["1"]["mean"]
+    assert abs(e["mean"] - true_p) < abs(plain - true_p)
 
 
 def test_trust_arm_and_even_teacher_run_in_one_simulation(dataset: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -19,12 +19,14 @@ from training.trust import (
     NO_EVIDENCE,
     TARGETED_STRATEGIES,
     accepted_labels,
+    agreement_strata,
     estimate_trust,
     gather_evidence,
     label_weights,
     refresh_trust,
     teacher_report,
     trust_arrays,
+    unreviewed_strata,
     value_weight,
 )
 
@@ -84,6 +86,48 @@ def test_targeted_reviews_are_a_census_of_their_messages() -> None:
     # counted as a sample instead, the two targeted errors would drag the estimate down
     naive = estimate_trust(teacher, human, labels=["a", "b"], prior_strength=2.0)["labels"]["a"]["mean"]
     assert naive < e["mean"]
+
+
+def test_stratified_estimate_matches_the_hand_computed_one() -> None:
+    # 20 teacher labels "a": 2 reviewed because the student disagreed (both wrong), 3 reviewed where it agreed
+    # (all right); the round's student agrees with 12 of the 15 unreviewed ones and disagrees with 3
+    teacher = ["a"] * 5
+    human = ["b", "b", "a", "a", "a"]
+    targeted = [True, True, False, False, False]
+    student = ["b", "b", "a", "a", "a"]
+    strata = {"a": {"agree": 12, "disagree": 3}, "b": {"agree": 0, "disagree": 0}}
+    rep = estimate_trust(teacher, human, labels=["a", "b"], targeted=targeted, population={"a": 20}, student=student,
+                         strata=strata, prior_strength=2.0)
+    e = rep["labels"]["a"]
+    # pooled: agreeing (3+1)/(3+2) = 0.8, disagreeing (0+1)/(2+2) = 0.25; per label Beta(2·0.8 + 3, 2·0.2) and
+    # Beta(2·0.25, 2·0.75 + 2): means 0.92 and 0.125; the 15 unreviewed: 0.8·0.92 + 0.2·0.125 = 0.761
+    assert rep["stratified"]["p_agree"] == pytest.approx(0.8) and rep["stratified"]["p_disagree"] == pytest.approx(0.25)
+    assert e["rest_mean"] == pytest.approx(0.761, abs=1e-6)
+    assert e["mean"] == pytest.approx((3 + 15 * 0.761) / 20, abs=1e-6)
+    assert e["lo"] < e["mean"] < e["hi"]
+    assert e["alpha"] / (e["alpha"] + e["beta"]) == pytest.approx(e["rest_mean"], abs=1e-6)  # what low_trust ranks by
+    # without the round's strata: the estimate of the untargeted reviews, as before
+    plain = estimate_trust(teacher, human, labels=["a", "b"], targeted=targeted, population={"a": 20}, student=student,
+                           prior_strength=2.0)
+    assert plain["stratified"] is None and plain["labels"]["a"]["mean"] > e["mean"]
+
+
+def test_strata_count_agreement_and_drop_what_was_reviewed_since() -> None:
+    teacher = np.array([0, 0, 0, 1, -1])
+    student = np.array([0, 1, 0, 0, 1])
+    st = agreement_strata(teacher, student, ["a", "b"],
+                          reviewed=(np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([0, 0, 0])))
+    assert st["a"] == {"agree": 2, "disagree": 1, "reviewed_agree": [1, 1], "reviewed_disagree": [1, 1]}
+    assert st["b"] == {"agree": 0, "disagree": 1, "reviewed_agree": [1, 0], "reviewed_disagree": [0, 0]}
+    after = unreviewed_strata(st, [("a", "b"), ("a", None), ("b", "a")])
+    assert after["a"]["disagree"] == 0 and after["a"]["agree"] == 2 and after["b"]["disagree"] == 0
+    assert after["a"]["reviewed_agree"] == [1, 1]  # the seed reviews are carried over
+    multi = agreement_strata(np.array([[1, 1], [1, 0], [-1, -1]]), np.array([[1, 0], [0, 0], [1, 1]]), ["x", "y"])
+    assert multi == {"x": {"agree": 1, "disagree": 1}, "y": {"agree": 0, "disagree": 1}}
+    # a seed review the round's student put in the agreeing stratum is a sample of it
+    rep = estimate_trust(["a", "a"], ["a", "b"], labels=["a", "b"], population={"a": 10}, student=[None, None],
+                         strata={"a": {"agree": 8, "disagree": 0, "reviewed_agree": [2, 1]}}, prior_strength=2.0)
+    assert rep["stratified"]["reviews_agree"] == 2 and rep["labels"]["a"]["strata"]["reviews_agree"] == 2
 
 
 def test_multi_label_precision_of_the_labels_the_teacher_ticks() -> None:
