@@ -172,6 +172,9 @@ def test_round_records_the_strata_the_next_trust_estimate_uses(sqlite_engine, he
         assert rep["stratified"] is not None and rep["stratified"]["reviews_disagree"] >= 1
         n_reviewed = sum(e["strata"]["reviews_agree"] + e["strata"]["reviews_disagree"] for e in rep["labels"].values())
         assert n_reviewed == len(items)  # every answered item knew what the student said when it was queued
+        # the round's strata less what was reviewed since: the unreviewed teacher labels only
+        left = sum(e["strata"]["agree"] + e["strata"]["disagree"] for e in rep["labels"].values())
+        assert left == len(ids["llm"]) - len(items)
         assert all(0 <= e["lo"] <= e["mean"] <= e["hi"] <= 1 for e in rep["labels"].values())
 
 
