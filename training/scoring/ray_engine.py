@@ -106,16 +106,10 @@ def _init_ray(ray: Any, address: str) -> None:
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
         return
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env):  # the stdlib's set-and-restore of the environment
         ray.init(include_dashboard=False, num_cpus=os.cpu_count() or 1, object_store_memory=512 * 1024**2, **kwargs)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _datasource_class() -> type:
