@@ -25,7 +25,10 @@ gets a Beta posterior:
   (``strata``) and each review says what the student answered when the message was queued (``student``), the
   precision is estimated in two strata: P(right | the student agrees) from the untargeted reviews where it
   agreed, P(right | the student disagrees) from every review where it did not (a disagreement review is a
-  sample of the disagreeing stratum, whose least trusted messages it picks first); each a Beta posterior per
+  sample of the disagreeing stratum, whose least trusted messages it picks first); the reviews no model
+  queued (random seeds, imports) count in the stratum the round's student puts them in (the round records
+  them: ``reviewed_agree``, ``reviewed_disagree``), and they are most of the agreeing stratum's sample, since
+  the untargeted queued reviews come mostly from ``low_trust``, which samples the least trusted labels; each a Beta posterior per
   label with a prior from the stratum's pooled rate over all labels (strength ``prior_strength``). The
   unreviewed teacher labels of a label follow its strata in the proportions of the round; the reviewed ones
   are known. In the BANKING77 simulation (class-dependent teacher at 85%) this took the mean absolute error
