@@ -26,7 +26,7 @@ gets a Beta posterior:
   precision is estimated in two strata: P(right | the student agrees) from the untargeted reviews where it
   agreed, P(right | the student disagrees) from every review where it did not (a disagreement review is a
   sample of the disagreeing stratum, whose least trusted messages it picks first); the reviews no model
-  queued (random seeds, imports) count in the stratum the round's student puts them in (the round records
+  queued (the first labels) count in the stratum the round's student puts them in (the round records
   them: ``reviewed_agree``, ``reviewed_disagree``), and they are most of the agreeing stratum's sample, since
   the untargeted queued reviews come mostly from ``low_trust``, which samples the least trusted labels; each a Beta posterior per
   label with a prior from the stratum's pooled rate over all labels (strength ``prior_strength``). The
@@ -185,7 +185,7 @@ def estimate_trust(
             entry[key] = round(float(entry[key]), 6)
         out_labels[c] = entry
     stratified = None
-    for c in labels:  # the reviews no model queued (seeds, holdout), in the strata the round's student put them
+    for c in labels:  # the reviews no trained model queued (first labels), in the strata the round's student put them
         st = (strata or {}).get(c) or {}
         for key, cells in (("reviewed_agree", s_agree), ("reviewed_disagree", s_dis)):
             n_r, k_r = (list(st.get(key) or (0, 0)) + [0, 0])[:2]
@@ -281,7 +281,7 @@ def agreement_strata(
     """Per label, how many of the given (unreviewed) teacher labels the student agrees and disagrees with:
     single-label, ``teacher`` and ``student`` are (N,) label indices (a teacher index < 0: no teacher label);
     multi-label, (N, C) 0/1 (-1: no teacher label), a ticked teacher label agreed with when the student ticks it
-    too. ``reviewed``: (teacher, student, human) of the reviewed messages no model queued (seeds, holdout): per
+    too. ``reviewed``: (teacher, student, human) of the reviewed messages no trained model queued (first labels): per
     label, how many fell in each stratum and how many of those the teacher had right (``reviewed_agree``,
     ``reviewed_disagree``: [n, right])."""
     def split(t: np.ndarray, s: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +435,7 @@ def round_strata(session: Any, *, head: Any, ids: Sequence[int], teacher: np.nda
                  candidates: np.ndarray) -> dict[str, dict[str, Any]]:
     """The strata a round records (``Round.meta["teacher_agreement"]``): its student's agreement with the teacher
     per label on the messages still to review (``candidates``, positions in ``ids``), and the human reviews of
-    pool messages that no trained model queued (seeds, imports from Label Studio), in the stratum this student
+    pool messages that no trained model queued (the first labels, a cold-start round), in the stratum this student
     puts them. ``teacher``/``student``: label indices (multi-label: 0/1 rows), -1 where the teacher gave none."""
     from db import crud
     from db.models import Split
