@@ -302,7 +302,8 @@ def run_round(
     strata = None
     if teacher_source == "llm" and not cold and len(cand_pos):
         answers = (probs >= hd.multi_label_threshold).astype(np.int64) if hd.is_multi else probs.argmax(axis=1)
-        strata = round_strata(session, head=hd, ids=ids, teacher=teacher, student=answers, candidates=cand_pos)
+        strata = round_strata(session, head=hd, ids=ids, teacher=teacher, student=answers, candidates=cand_pos,
+                              llm={mid: lab.value for mid, lab in llm.items()})
     trust = trust_arrays(trust_report, labels, prior_trust=hd.teacher.prior_trust, prior_strength=hd.teacher.prior_strength)
     view = PoolView(
         probs=probs,

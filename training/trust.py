@@ -291,17 +291,16 @@ def agreement_strata(
 
     out: dict[str, dict[str, Any]] = {}
     teacher, student = np.asarray(teacher), np.asarray(student)
+    r_t, r_s, r_h = (np.asarray(a) for a in reviewed) if reviewed is not None else (None, None, None)
     for i, c in enumerate(labels):
         given, said = split(teacher, student, i)
         agree = int(np.sum(given & said))
         out[c] = {"agree": agree, "disagree": int(np.sum(given)) - agree}
-        if reviewed is not None:
-            r_t, r_s, r_h = (np.asarray(a) for a in reviewed)
-            if len(r_t):
-                given_r, said_r = split(r_t, r_s, i)
-                right = split(r_t, r_h, i)[1]
-                out[c]["reviewed_agree"] = [int(np.sum(given_r & said_r)), int(np.sum(given_r & said_r & right))]
-                out[c]["reviewed_disagree"] = [int(np.sum(given_r & ~said_r)), int(np.sum(given_r & ~said_r & right))]
+        if r_t is not None and len(r_t):
+            given_r, said_r = split(r_t, r_s, i)
+            right = split(r_t, r_h, i)[1]
+            out[c]["reviewed_agree"] = [int(np.sum(given_r & said_r)), int(np.sum(given_r & said_r & right))]
+            out[c]["reviewed_disagree"] = [int(np.sum(given_r & ~said_r)), int(np.sum(given_r & ~said_r & right))]
     return out
 
 
@@ -432,11 +431,12 @@ def queued_answers(session: Any, *, head: str, teacher: Mapping[int, Any]) -> tu
 
 
 def round_strata(session: Any, *, head: Any, ids: Sequence[int], teacher: np.ndarray, student: np.ndarray,
-                 candidates: np.ndarray) -> dict[str, dict[str, Any]]:
+                 candidates: np.ndarray, llm: Mapping[int, Any]) -> dict[str, dict[str, Any]]:
     """The strata a round records (``Round.meta["teacher_agreement"]``): its student's agreement with the teacher
     per label on the messages still to review (``candidates``, positions in ``ids``), and the human reviews of
     pool messages that no trained model queued (the first labels, a cold-start round), in the stratum this student
-    puts them. ``teacher``/``student``: label indices (multi-label: 0/1 rows), -1 where the teacher gave none."""
+    puts them. ``teacher``/``student``: label indices (multi-label: 0/1 rows), -1 where the teacher gave none;
+    ``llm``: the current LLM label value of each message (the round has read them already)."""
     from db import crud
     from db.models import Split
 
@@ -444,7 +444,6 @@ def round_strata(session: Any, *, head: Any, ids: Sequence[int], teacher: np.nda
     index = {c: i for i, c in enumerate(labels)}
     pos = {int(m): i for i, m in enumerate(ids)}
     human = crud.effective_labels(session, head=head.name, split=Split.POOL, origins=["human"])
-    llm = {lab.message_id: lab.value for lab in crud.current_labels(session, head=head.name, origins=["llm"])}
     both = {m: llm[m] for m in human if m in llm and m in pos}
     _, queued, _ = queued_answers(session, head=head.name, teacher=both)
     rows, gold = [], []

@@ -161,8 +161,8 @@ class PoolScorer:
         self.store = open_student_cache(self.student)  # open for the actor's life (each put commits)
         self.engine = make_engine(url)
         self.head, self.mv = head, model_version_id
-        # load the tokenizer and the onnxruntime session now, while the first read task is still reading its
-        # page, rather than at the start of the first batch
+        # load the tokenizer and the onnxruntime session here, so that an actor Ray Data counts as started can
+        # score at once (the first batch would load them otherwise)
         warm_up(self.student)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -255,6 +255,9 @@ def run_ray(
             n_ranges = read_ranges(todo, batch_size=batch_size, n_actors=n_actors)
             ranges = id_ranges(s, model_version_id=model_version_id, n=n_ranges)
         batch = min(batch_size, -(-max(todo, 1) // n_ranges))
+        # the read asks for the CPU the map asks for and the map takes each block as read (batch_size=None): so
+        # Ray Data fuses them into one operator on the actor pool (Read->MapBatches), with no read workers of
+        # its own and no text blocks through the object store. Different remote args would split them again.
         ds = ray.data.read_datasource(
             _datasource_class()(url, model_version_id, ranges, batch),
             num_cpus=1, override_num_blocks=len(ranges),
