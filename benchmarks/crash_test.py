@@ -212,13 +212,14 @@ def annotate_all(world: World) -> None:
         client.annotate(int(task["id"]), annotation_result(hd, topic))
 
 
-def steps(delay_scale: float = 1.0) -> list[Step]:
+def steps(delay_scale: float = 1.0, select_n: int = 20) -> list[Step]:
     """The commands in dependency order; ``max_delay`` is about one full run on the build machine (startup
-    included), so kills land anywhere from the imports to the last commit."""
+    included), so kills land anywhere from the imports to the last commit. ``select_n`` is the batch each
+    ``select`` queues: a kill can land after a round's commit, so every attempt may queue one batch."""
     plan = [
         Step("import", ["import", "pool.csv", "--text-only"], 8.0),
         Step("prelabel", ["prelabel", "--head", HEAD], 15.0),
-        Step("select", ["select", "--head", HEAD], 45.0),
+        Step("select", ["select", "--head", HEAD, "--n", str(select_n)], 45.0),
         Step("push", ["push", "--head", HEAD], 14.0),
         Step("pull", ["pull", "--head", HEAD, "--full"], 14.0, before=annotate_all),
         Step("train", ["train", "--head", HEAD], 20.0),
@@ -374,7 +375,10 @@ def run(workdir: Path, *, studio_url: str, studio_token: str, kills: int, pool: 
         world = World(workdir, studio_url=studio_url, studio_token=studio_token, openai_url=server.base_url, pool=pool)
         world.setup(encoder)
         results = []
-        for step in steps(delay_scale):
+        # Up to 3 x kills attempts and the rerun may each commit a round: the pool must outlast them all, or
+        # the rerun rightly finds nothing left to queue (not a crash fault).
+        select_n = max(1, min(max(20, pool // 6), pool // (3 * kills + 1)))
+        for step in steps(delay_scale, select_n):
             if only and step.name not in only:
                 continue
             results.append(run_step(world, step, kills, rng, log))
