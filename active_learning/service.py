@@ -294,16 +294,24 @@ def run_round(
         keep = labelled_y >= 0
         lab_pos, labelled_y = lab_pos[keep], labelled_y[keep]
     cand_pos = np.array(sorted(pos[m] for m in candidates if m in pos), dtype=np.int64)
-    from training.trust import compute_trust, round_strata, trust_arrays
+    from training.trust import compute_trust, round_strata, student_disagreements, trust_arrays
 
     trust_report = compute_trust(session, head=hd)
     # how often this round's student agrees with the teacher, per label, on the messages still to review: the
-    # strata of the next trust estimate (training.trust)
-    strata = None
+    # strata of the next trust estimate (training.trust), and which messages disagree (training weighs each
+    # LLM label by its stratum)
+    strata = disagreements = None
     if teacher_source == "llm" and not cold and len(cand_pos):
         answers = (probs >= hd.multi_label_threshold).astype(np.int64) if hd.is_multi else probs.argmax(axis=1)
         strata = round_strata(session, head=hd, ids=ids, teacher=teacher, student=answers, candidates=cand_pos,
                               llm={mid: lab.value for mid, lab in llm.items()})
+        # the LLM-labelled messages the round did not look at (open queue items, holdout-bound; reviewed ones
+        # train on their human label): their stratum is unknown
+        cand = set(candidates)
+        unseen = sorted(m for m in llm if m in pos and m not in cand and m not in gold)
+        disagreements = {"llm_label_upto": max(int(lab.id) for lab in llm.values()), "unseen": unseen,
+                         "ids": student_disagreements(np.asarray(ids, dtype=np.int64)[cand_pos], teacher[cand_pos],
+                                                      answers[cand_pos], labels)}
     trust = trust_arrays(trust_report, labels, prior_trust=hd.teacher.prior_trust, prior_strength=hd.teacher.prior_strength)
     view = PoolView(
         probs=probs,
@@ -354,6 +362,7 @@ def run_round(
             "teacher": teacher_source,
             "teacher_trust": {"status": trust_report["status"], "n_evidence": trust_report["n_evidence"]},
             "teacher_agreement": strata,
+            "teacher_disagreements": disagreements,
             "seed": seed,
             "candidates": len(candidates),
             "excluded": excluded,

@@ -55,21 +55,40 @@ def head_definition(head: str) -> Any:
 def training_set(session: Session, *, head: str) -> LabelledSet:
     """The labelled pool messages a student of ``head`` trains on, with their origin weights. With
     ``origin_weights.llm: trust`` an LLM label weighs the teacher's learned precision on the label it gives
-    (``training.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label)."""
+    (``training.trust``; the head's ``teacher.prior_trust`` while no human has reviewed a teacher label), in
+    the stratum the latest round put the message in (its student agreed with the label or not) when that round
+    recorded it (:func:`training.trust.stratum_weights`)."""
     hd = head_definition(head)
     weights = dict(hd.student.origin_weights)
     trust_weights: dict[str, float] | None = None
     trust_info: dict[str, Any] | None = None
+    strata_w: dict[str, tuple[float, float]] | None = None
+    rounds: Any = None
+    by_stratum: Counter = Counter()
     if weights.get("llm") == "trust":
-        from training.trust import compute_trust, label_weights
+        from training.trust import (
+            compute_trust,
+            label_weights,
+            latest_strata,
+            round_disagreements,
+            stratum_weights,
+        )
 
         report = compute_trust(session, head=hd)
         trust_weights = label_weights(report, hd.label_names, prior_trust=hd.teacher.prior_trust)
+        strata_w = stratum_weights(report, hd.label_names, prior_trust=hd.teacher.prior_trust)
+        if strata_w is not None:
+            latest = latest_strata(session, head=head)
+            rounds = round_disagreements(session, round_id=latest[0]) if latest is not None else None
+            if rounds is None:
+                strata_w = None  # strata counted by a round that did not record which messages disagree
         trust_info = {
             "status": report["status"], "n_evidence": report["n_evidence"], "n_targeted": report["n_targeted"],
             "prior": report["prior"], "prior_trust": hd.teacher.prior_trust,
             "weights": {c: round(w, 4) for c, w in trust_weights.items()},
         }
+        if strata_w is not None:
+            trust_info["stratum_weights"] = {c: [round(a, 4), round(d, 4)] for c, (a, d) in strata_w.items()}
         weights["llm"] = 1.0  # per label below
     holdout_bound = set(session.exec(select(QueueItem.message_id).where(QueueItem.head == head, col(QueueItem.for_holdout).is_(True))))
     labels = crud.effective_labels(session, head=head, split=Split.POOL)
@@ -92,7 +111,10 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
         if lab.origin == "llm" and trust_weights is not None:
             from training.trust import value_weight
 
-            w = value_weight(value, trust_weights, default=hd.teacher.prior_trust)
+            disagreed = rounds.disagreed(mid, int(lab.id), value) if rounds is not None else None
+            if strata_w is not None:
+                by_stratum["unseen" if disagreed is None else "disagree" if disagreed else "agree"] += 1
+            w = value_weight(value, trust_weights, default=hd.teacher.prior_trust, strata=strata_w, disagreed=disagreed)
         chosen.append((mid, value, lab.origin, w))
     texts = _texts(session, [c[0] for c in chosen])
     for mid, value, origin, w in chosen:
@@ -102,6 +124,8 @@ def training_set(session: Session, *, head: str) -> LabelledSet:
         out.origins.append(origin)
         out.weights.append(w)
     out.skipped = dict(skipped)
+    if trust_info is not None and strata_w is not None:
+        trust_info["by_stratum"] = dict(by_stratum)  # LLM labels weighted where the student agreed / did not / unseen
     out.trust = trust_info
     return out
 

@@ -38,7 +38,8 @@ gets a Beta posterior:
 * **Multi-label heads:** the precision of each label the teacher ticks (did the human tick it too).
 
 Interval: equal-tailed at ``level`` (default 90%), from scipy's Beta quantiles. Uses: training weights of LLM
-labels (``student.origin_weights.llm: trust``), the ``low_trust`` query strategy, and auto-acceptance of
+labels (``student.origin_weights.llm: trust``; per stratum when the latest round recorded which messages its
+student disagreed on, :func:`stratum_weights`), the ``low_trust`` query strategy, and auto-acceptance of
 labels whose lower bound passes ``teacher.auto_accept``.
 
 This module holds the estimator (pure) and the database service that gathers the evidence and stores one
@@ -51,6 +52,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -245,6 +247,7 @@ def _stratify(
         lo, hi = (1 - f) * float(lo_a) + f * float(lo_d), (1 - f) * float(hi_a) + f * float(hi_d)
         kappa = (1 - f) * (aa + ba) + f * (ad + bd)  # a Beta of the mixture's mean, as strong as its evidence
         e.update(rest_mean=mu, rest_lo=lo, rest_hi=hi, alpha=mu * kappa, beta=(1 - mu) * kappa,
+                 agree_mean=aa / (aa + ba), disagree_mean=ad / (ad + bd),
                  strata={"agree": a_c, "disagree": d_c, "reviews_agree": s_agree[c][0], "right_agree": s_agree[c][1],
                          "reviews_disagree": s_dis[c][0], "right_disagree": s_dis[c][1]})
         pop = int(e.get("population") or 0)
@@ -253,7 +256,7 @@ def _stratify(
             reviewed = min(e["n"], pop)
             rest, known = pop - reviewed, min(e["correct"], reviewed)
             e["mean"], e["lo"], e["hi"] = ((known + rest * v) / pop for v in (mu, lo, hi))
-        for key in ("mean", "lo", "hi", "rest_mean", "rest_lo", "rest_hi", "alpha", "beta"):
+        for key in ("mean", "lo", "hi", "rest_mean", "rest_lo", "rest_hi", "alpha", "beta", "agree_mean", "disagree_mean"):
             e[key] = round(float(e[key]), 6)
     return {"p_agree": round(p_a, 6), "reviews_agree": n_a, "p_disagree": round(p_d, 6), "reviews_disagree": n_d,
             "disagree_share": round(f_pooled, 6)}
@@ -319,11 +322,37 @@ def label_weights(report: Mapping[str, Any] | None, labels: Sequence[str], *, pr
     return {c: min(1.0, float(prior_trust) * float((per.get(c) or {}).get("rest_mean", prior)) / prior) for c in labels}
 
 
-def value_weight(value: Any, weights: Mapping[str, float], *, default: float) -> float:
+def stratum_weights(report: Mapping[str, Any] | None, labels: Sequence[str], *, prior_trust: float) -> dict[str, tuple[float, float]] | None:
+    """Training weight of an unreviewed LLM label of each label in each stratum of the latest round:
+    (where its student agreed with the teacher, where it did not), each ``prior_trust`` times the stratum's
+    posterior precision relative to the overall agreement, at most 1 (as :func:`label_weights`). None when the
+    estimate is not stratified (no round recorded its strata, a zero-shot teacher, no evidence). A label the
+    teacher is often wrong on where its student disagrees gives those messages little weight, and keeps it
+    where the student agrees: in the BANKING77 simulation the trust arm's accuracy after 1,000 human labels
+    rose from under the flat weight's to above it (``make bench-al-trust``)."""
+    if not report or report.get("status") != "ok":
+        return None
+    per = report.get("labels") or {}
+    if not per or any("agree_mean" not in (per.get(c) or {}) for c in labels):
+        return None
+    prior = float((report.get("prior") or {}).get("mean") or 1.0)
+    pt = float(prior_trust)
+    return {c: (min(1.0, pt * float(per[c]["agree_mean"]) / prior), min(1.0, pt * float(per[c]["disagree_mean"]) / prior))
+            for c in labels}
+
+
+def value_weight(value: Any, weights: Mapping[str, float], *, default: float,
+                 strata: Mapping[str, tuple[float, float]] | None = None, disagreed: Iterable[str] | None = None) -> float:
     """Weight of one LLM label value: its label's weight; multi-label: the mean over the ticked labels
-    (``default`` when it ticks none)."""
+    (``default`` when it ticks none). With ``strata`` (:func:`stratum_weights`) and ``disagreed`` (the ticked
+    labels the latest round's student did not give; empty: it agreed on all), a label's weight in the stratum
+    the message fell in; ``disagreed`` None: the round did not see the message, the label's weight."""
     names = sorted(_as_set(value))
-    vals = [weights[c] for c in names if c in weights]
+    if strata is not None and disagreed is not None:
+        off = set(disagreed)
+        vals = [strata[c][1 if c in off else 0] for c in names if c in strata]
+    else:
+        vals = [weights[c] for c in names if c in weights]
     return float(np.mean(vals)) if vals else float(default)
 
 
@@ -463,6 +492,52 @@ def round_strata(session: Any, *, head: Any, ids: Sequence[int], teacher: np.nda
     r = np.array(rows, dtype=np.int64)
     human_arr = np.array(gold, dtype=np.int64).reshape((len(rows), len(labels)) if head.is_multi else (len(rows),))
     return agreement_strata(teacher[candidates], student[candidates], labels, reviewed=(teacher[r], student[r], human_arr))
+
+
+def student_disagreements(ids: Sequence[int], teacher: np.ndarray, student: np.ndarray, labels: Sequence[str]) -> dict[str, list[int]]:
+    """Per label, the message ids (``ids``, one per row of ``teacher``/``student``, encoded as in
+    :func:`agreement_strata`) whose teacher label it is and the student did not give: the disagreeing stratum
+    a round records (``Round.meta["teacher_disagreements"]``) so that training can weigh each LLM label by
+    the stratum it fell in. Labels without one are left out."""
+    teacher, student = np.asarray(teacher), np.asarray(student)
+    arr = np.asarray(ids, dtype=np.int64)
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(labels):
+        if teacher.ndim == 1:
+            off = (teacher == i) & (student != i)
+        else:
+            off = (teacher[:, i] == 1) & (student[:, i] != 1)
+        if off.any():
+            out[c] = [int(m) for m in arr[off]]
+    return out
+
+
+@dataclass(frozen=True)
+class RoundDisagreements:
+    """What a round recorded of its student's disagreements with the teacher (``Round.meta["teacher_disagreements"]``)."""
+
+    llm_label_upto: int  # the newest LLM label the round read: a newer one it did not see
+    unseen: frozenset[int]  # LLM-labelled messages it did not look at (open queue items, holdout-bound)
+    ids: Mapping[str, frozenset[int]]  # per label, the messages in its disagreeing stratum
+
+    def disagreed(self, message_id: int, label_id: int, value: Any) -> set[str] | None:
+        """The labels of ``value`` (the message's LLM label) the round's student did not give; None when the
+        round did not see this label."""
+        if label_id > self.llm_label_upto or message_id in self.unseen:
+            return None
+        return {c for c in _as_set(value) if message_id in self.ids.get(c, frozenset())}
+
+
+def round_disagreements(session: Any, *, round_id: int) -> RoundDisagreements | None:
+    """A round's recorded disagreements, or None (a round from before they were recorded, or none recorded)."""
+    from db.models import Round
+
+    rnd = session.get(Round, round_id)
+    rec = ((rnd.meta or {}) if rnd is not None else {}).get("teacher_disagreements")
+    if not rec or "llm_label_upto" not in rec:
+        return None
+    return RoundDisagreements(int(rec["llm_label_upto"]), frozenset(int(m) for m in rec.get("unseen") or ()),
+                              {str(c): frozenset(int(m) for m in ms) for c, ms in (rec.get("ids") or {}).items()})
 
 
 def latest_strata(session: Any, *, head: str) -> tuple[int, dict[str, dict[str, Any]]] | None:

@@ -214,8 +214,8 @@ def run_curve(
         if arm.teacher:
             y_train = np.where(labelled, y_pool, t_labels)
             if trust is not None:
-                class_w, t_beta = trust.weights_and_beta(prior_trust=cfg.trust_prior)
-                w = np.where(labelled, 1.0, class_w[t_labels])
+                msg_w, t_beta = trust.weights_and_beta(prior_trust=cfg.trust_prior)
+                w = np.where(labelled, 1.0, msg_w)
             else:
                 w = np.where(labelled, 1.0, cfg.teacher_weight)
             student.fit(x_pool, y_train, sample_weight=w)

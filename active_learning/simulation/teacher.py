@@ -179,6 +179,7 @@ class CurveTrust:
     targeted: list[bool] = field(default_factory=list)
     student: list[int | None] = field(default_factory=list)
     rounds: list[tuple[int, dict[str, dict[str, int]]]] = field(default_factory=list)  # (labels before, strata)
+    last_predictions: np.ndarray | None = None  # the latest round's student answer on every pool message
 
     def __post_init__(self) -> None:
         self.names = [str(c) for c in range(self.n_classes)]
@@ -198,6 +199,7 @@ class CurveTrust:
         strata = agreement_strata(self.teacher[candidates], predictions[candidates], self.names,
                                   reviewed=(self.teacher[seeds], predictions[seeds], self.y[seeds]))
         self.rounds.append((len(self.order), strata))
+        self.last_predictions = np.asarray(predictions)
 
     def report(self, first: int | None = None) -> dict[str, Any]:
         from training.trust import estimate_trust, unreviewed_strata
@@ -217,13 +219,20 @@ class CurveTrust:
         )
 
     def weights_and_beta(self, *, prior_trust: float) -> tuple[np.ndarray, np.ndarray]:
-        """(per-class training weight of an unreviewed teacher label, (C, 2) Beta parameters) from all labels so far."""
-        from training.trust import label_weights, trust_arrays
+        """(training weight of each message's unreviewed teacher label, (C, 2) Beta parameters) from all labels
+        so far: the label's weight in the stratum the latest round's student put the message in, as the product
+        trains (``training.trust.stratum_weights``; before any round: the label's weight)."""
+        from training.trust import label_weights, stratum_weights, trust_arrays
 
         rep = self.report()
-        w = label_weights(rep, self.names, prior_trust=prior_trust)
         beta = trust_arrays(rep, self.names, prior_trust=prior_trust, prior_strength=self.prior_strength)
-        return np.array([w[c] for c in self.names]), beta
+        strata = stratum_weights(rep, self.names, prior_trust=prior_trust) if self.last_predictions is not None else None
+        if strata is None:
+            w = label_weights(rep, self.names, prior_trust=prior_trust)
+            return np.array([w[c] for c in self.names])[self.teacher], beta
+        agree = np.array([strata[c][0] for c in self.names])
+        disagree = np.array([strata[c][1] for c in self.names])
+        return np.where(self.last_predictions == self.teacher, agree[self.teacher], disagree[self.teacher]), beta
 
     def mae(self, first: int, *, min_reviews: int = 10) -> dict[str, Any]:
         """Mean absolute error of the estimated per-label precision after the first ``first`` human labels,

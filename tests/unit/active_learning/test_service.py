@@ -159,6 +159,13 @@ def test_round_records_the_strata_the_next_trust_estimate_uses(sqlite_engine, he
         assert sum(v["agree"] + v["disagree"] for v in strata.values()) == len(ids["llm"])
         assert sum(v["disagree"] for v in strata.values()) >= sum(1 for q in session.exec(
             select(QueueItem).where(QueueItem.round_id == rnd.id)) if q.score > 0)
+        # and which messages disagree, so that training weighs each LLM label in its stratum
+        rec = rnd.meta["teacher_disagreements"]
+        assert {c: len(m) for c, m in rec["ids"].items()} == {c: v["disagree"] for c, v in strata.items() if v["disagree"]}
+        assert rec["unseen"] == [] and rec["llm_label_upto"] == max(
+            lab.id for lab in crud.current_labels(session, head="toy", origins=["llm"]))
+        disagreeing = {q.message_id for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)) if q.score > 0}
+        assert disagreeing <= {m for ms in rec["ids"].values() for m in ms}
         # the annotators answer the round's items (the planted wrong labels corrected)
         wrong = set(ids["llm_wrong"])
         items = [q for q in session.exec(select(QueueItem).where(QueueItem.round_id == rnd.id)) if q.teacher_label]

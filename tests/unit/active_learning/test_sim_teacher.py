@@ -15,7 +15,7 @@ from active_learning.simulation.teacher import (
     teacher_precision,
 )
 from tests.unit.active_learning.test_simulation import dataset, fake_embed  # noqa: F401 (fixture)
-from training.trust import estimate_trust
+from training.trust import estimate_trust, label_weights, stratum_weights
 
 
 def _pool(n_classes: int = 20, per_class: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +94,20 @@ def test_curve_trust_stratifies_by_the_rounds_student() -> None:
     plain = estimate_trust([str(teacher[i]) for i in tr.order], [str(y[i]) for i in tr.order], labels=["0", "1"],
                            targeted=tr.targeted, population=tr.population, prior_strength=2.0)["labels"]["1"]["mean"]
     assert abs(e["mean"] - true_p) < abs(plain - true_p)
+    # training weights per message: each teacher label weighs its label's trust in the stratum the round's student
+    # put the message in (training.trust.stratum_weights, as the product trains); before any round, the label's
+    w, _ = tr.weights_and_beta(prior_trust=0.5)
+    sw = stratum_weights(rep, ["0", "1"], prior_trust=0.5)
+    assert sw is not None
+    np.testing.assert_allclose(w[30:40], sw["1"][1])
+    np.testing.assert_allclose(w[40:], sw["1"][0])
+    np.testing.assert_allclose(w[:30], sw["0"][0])
+    assert w[30:40].max() < w[40:].min()  # the errors the student disagrees with weigh less than the rest
+    fresh = CurveTrust(y, teacher, 2, prior_strength=2.0)
+    fresh.add(seeds, [False] * len(seeds))
+    w0, _ = fresh.weights_and_beta(prior_trust=0.5)
+    lw = label_weights(fresh.report(), ["0", "1"], prior_trust=0.5)
+    np.testing.assert_allclose(w0, [lw[str(t)] for t in teacher])
 
 
 def test_trust_arm_and_even_teacher_run_in_one_simulation(dataset: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -18,12 +18,15 @@ from tests.support.heads import toy_examples
 from training.trust import (
     NO_EVIDENCE,
     TARGETED_STRATEGIES,
+    RoundDisagreements,
     accepted_labels,
     agreement_strata,
     estimate_trust,
     gather_evidence,
     label_weights,
     refresh_trust,
+    stratum_weights,
+    student_disagreements,
     teacher_report,
     trust_arrays,
     unreviewed_strata,
@@ -110,6 +113,42 @@ def test_stratified_estimate_matches_the_hand_computed_one() -> None:
     plain = estimate_trust(teacher, human, labels=["a", "b"], targeted=targeted, population={"a": 20}, student=student,
                            prior_strength=2.0)
     assert plain["stratified"] is None and plain["labels"]["a"]["mean"] > e["mean"]
+
+
+def test_an_llm_label_weighs_its_labels_trust_in_the_stratum_of_its_message() -> None:
+    teacher, human = ["a"] * 5, ["b", "b", "a", "a", "a"]
+    targeted, student = [True, True, False, False, False], ["b", "b", "a", "a", "a"]
+    strata = {"a": {"agree": 12, "disagree": 3}, "b": {"agree": 0, "disagree": 0}}
+    rep = estimate_trust(teacher, human, labels=["a", "b"], targeted=targeted, population={"a": 20}, student=student,
+                         strata=strata, prior_strength=2.0)
+    # label a's strata (test above): agreeing Beta(4.6, 0.4), mean 0.92; disagreeing Beta(0.5, 3.5), mean 0.125
+    assert rep["labels"]["a"]["agree_mean"] == pytest.approx(0.92) and rep["labels"]["a"]["disagree_mean"] == pytest.approx(0.125)
+    prior = rep["prior"]["mean"]
+    sw = stratum_weights(rep, ["a", "b"], prior_trust=0.5)
+    assert sw is not None
+    assert sw["a"] == (pytest.approx(min(1.0, 0.5 * 0.92 / prior)), pytest.approx(0.5 * 0.125 / prior))
+    w = label_weights(rep, ["a", "b"], prior_trust=0.5)
+    assert value_weight("a", w, default=0.5, strata=sw, disagreed=set()) == pytest.approx(sw["a"][0])
+    assert value_weight("a", w, default=0.5, strata=sw, disagreed={"a"}) == pytest.approx(sw["a"][1])
+    assert value_weight("a", w, default=0.5, strata=sw, disagreed=None) == pytest.approx(w["a"])  # the round did not see it
+    assert sw["a"][1] < w["a"] < sw["a"][0]
+    # no strata (no round recorded them): no per-stratum weights, never invented ones
+    plain = estimate_trust(teacher, human, labels=["a", "b"], targeted=targeted, population={"a": 20}, student=student,
+                           prior_strength=2.0)
+    assert stratum_weights(plain, ["a", "b"], prior_trust=0.5) is None
+    assert stratum_weights(estimate_trust([], [], labels=["a", "b"]), ["a", "b"], prior_trust=0.5) is None
+
+
+def test_a_round_records_which_messages_disagree_with_the_teacher() -> None:
+    ids = [10, 11, 12, 13, 14]
+    assert student_disagreements(ids, np.array([0, 0, 1, 1, -1]), np.array([0, 1, 1, 0, 1]), ["a", "b"]) == {"a": [11], "b": [13]}
+    multi = student_disagreements(ids[:3], np.array([[1, 1], [1, 0], [-1, -1]]), np.array([[1, 0], [0, 0], [1, 1]]), ["x", "y"])
+    assert multi == {"x": [11], "y": [10]}
+    rec = RoundDisagreements(llm_label_upto=100, unseen=frozenset({12}), ids={"x": frozenset({11}), "y": frozenset({10})})
+    assert rec.disagreed(10, 50, ["x", "y"]) == {"y"} and rec.disagreed(11, 50, ["x"]) == {"x"}
+    assert rec.disagreed(13, 50, ["x"]) == set()  # seen, agreed
+    assert rec.disagreed(12, 50, ["x"]) is None  # not looked at by the round (an open queue item)
+    assert rec.disagreed(10, 101, ["x"]) is None  # a teacher label newer than the round
 
 
 def test_strata_count_agreement_and_drop_what_was_reviewed_since() -> None:

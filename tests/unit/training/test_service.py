@@ -367,3 +367,43 @@ def test_trust_weights_reach_the_training_set_and_the_model_version(sqlite_engin
         recorded = mv.params["teacher_trust"]
         assert recorded["status"] == "ok" and recorded["n_evidence"] == len(holdout)
         assert recorded["weights"] == {t: pytest.approx(expected[t], abs=1e-4) for t in TOPICS}
+
+
+def test_trust_weights_follow_the_stratum_the_latest_round_put_each_message_in(sqlite_engine, heads: Path, tiny_encoder: Path):
+    from core.heads import get_head
+    from db.models import Round
+    from training.trust import compute_trust, label_weights, stratum_weights
+
+    _trust_head(heads, str(tiny_encoder))
+    with Session(sqlite_engine) as session:
+        _seed(session, head="toytrust")  # holdout reviews of a teacher wrong on 1 in 5
+        llm = {lab.message_id: lab for lab in crud.current_labels(session, head="toytrust", origins=["llm"])}
+        pool_llm = sorted(m for m in llm if session.get(Message, m).split == "pool")
+        disagree, unseen = pool_llm[:3], pool_llm[3]
+        strata = {t: {"agree": sum(1 for m in pool_llm if llm[m].value == t and m not in disagree),
+                      "disagree": sum(1 for m in disagree if llm[m].value == t)} for t in TOPICS}
+        strata[TOPICS[0]]["reviewed_agree"] = [6, 6]  # seed reviews the round's student agreed on: a sample
+        strata[TOPICS[0]]["reviewed_disagree"] = [4, 1]
+        session.add(Round(head="toytrust", n_requested=1, n_selected=0, mix={"margin": 1.0}, stopping={}, meta={
+            "teacher_agreement": strata,
+            "teacher_disagreements": {"llm_label_upto": max(lab.id for lab in llm.values()), "unseen": [unseen],
+                                      "ids": {t: [m for m in disagree if llm[m].value == t] for t in TOPICS}}}))
+        session.commit()
+        msg, _ = crud.add_message(session, text="a message labelled after the round", source="test")
+        crud.add_label(session, message_id=msg.id, head="toytrust", value=TOPICS[1], origin="llm")
+        session.commit()
+        hd = get_head("toytrust")
+        report = compute_trust(session, head=hd)
+        sw = stratum_weights(report, hd.label_names, prior_trust=0.5)
+        assert sw is not None and report["stratified"]["reviews_disagree"] == 4
+        lw = label_weights(report, hd.label_names, prior_trust=0.5)
+        data = training_set(session, head="toytrust")
+        got = {m: w for m, o, w in zip(data.message_ids, data.origins, data.weights, strict=True) if o == "llm"}
+        for m in disagree:
+            assert got[m] == pytest.approx(sw[llm[m].value][1])
+        for m in pool_llm[4:]:
+            assert got[m] == pytest.approx(sw[llm[m].value][0])
+        assert got[unseen] == pytest.approx(lw[llm[unseen].value]) and got[msg.id] == pytest.approx(lw[TOPICS[1]])
+        assert any(sw[t][1] < sw[t][0] for t in TOPICS)  # the disagreeing stratum weighs less here
+        assert data.trust["by_stratum"] == {"disagree": 3, "agree": len(pool_llm) - 4, "unseen": 2}
+        assert data.trust["stratum_weights"][TOPICS[0]] == [pytest.approx(sw[TOPICS[0]][0], abs=1e-4), pytest.approx(sw[TOPICS[0]][1], abs=1e-4)]
