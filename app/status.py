@@ -279,6 +279,12 @@ def next_steps(info: dict[str, Any], head_def: Any, *, total_messages: int) -> l
                 gap = c.get("gap")
                 gap_txt = f" ({abs(gap):.3f} short)" if isinstance(gap, int | float) else ""
                 steps.append(f"{c['metric']} is below its threshold {c['threshold']}{gap_txt}.")
+            if short and model.get("kind") == "probe":
+                steps.append(
+                    "Train a fine-tune (Models page): the probe keeps the encoder frozen. On the starter set a "
+                    "fine-tune reached 0.858 intent accuracy where the probe reached 0.799, in about 100 s on 2 "
+                    "cores (make bench-coaching)."
+                )
             if info["stopping"]["stop"]:
                 steps.append(
                     "Labelling more is no longer changing the model: try a finetune, review the disagreements, "

@@ -54,6 +54,11 @@ def test_next_steps_follow_the_state_of_a_head(seeded: Seeded, app_engine: Engin
         {"metric": "accuracy", "threshold": 0.8, "value": 0.75, "gap": -0.05, "ok": False}]})
     steps = status.next_steps(short, head, total_messages=100)
     assert steps[0] == "accuracy is below its threshold 0.8 (0.050 short)."
-    assert "no longer changing" in steps[1]  # the seeded round says stop
+    assert "no longer changing" in steps[-1]  # the seeded round says stop
+    # a probe short of its gate: a stronger kind is suggested; another kind short of it: not
+    probe = dict(short, model=dict(short["model"], kind="probe"))
+    assert any(s.startswith("Train a fine-tune") for s in status.next_steps(probe, head, total_messages=100))
+    tuned = dict(short, model=dict(short["model"], kind="finetune"))
+    assert not any(s.startswith("Train a fine-tune") for s in status.next_steps(tuned, head, total_messages=100))
     empty = status.next_steps(dict(info, model=None), head, total_messages=0)
     assert "init --demo" in empty[0]
