@@ -281,9 +281,8 @@ def next_steps(info: dict[str, Any], head_def: Any, *, total_messages: int) -> l
                 steps.append(f"{c['metric']} is below its threshold {c['threshold']}{gap_txt}.")
             if short and model.get("kind") == "probe":
                 steps.append(
-                    "Train a fine-tune (Models page): the probe keeps the encoder frozen. On the starter set a "
-                    "fine-tune reached 0.858 intent accuracy where the probe reached 0.799, in about 100 s on 2 "
-                    "cores (make bench-coaching)."
+                    "Train a fine-tune (Models page): the probe keeps the encoder frozen; the Models page says "
+                    "what each kind scored on the starter set (make bench-coaching)."
                 )
             if info["stopping"]["stop"]:
                 steps.append(

@@ -377,7 +377,7 @@ def run(workdir: Path, *, studio_url: str, studio_token: str, kills: int, pool: 
         results = []
         # Up to 3 x kills attempts and the rerun may each commit a round: the pool must outlast them all, or
         # the rerun rightly finds nothing left to queue (not a crash fault).
-        select_n = max(1, min(max(20, pool // 6), pool // (3 * kills + 1)))
+        select_n = max(1, pool // (3 * kills + 1))
         for step in steps(delay_scale, select_n):
             if only and step.name not in only:
                 continue

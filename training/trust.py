@@ -277,6 +277,13 @@ def unreviewed_strata(strata: Mapping[str, Mapping[str, int]], reviewed: Iterabl
     return out
 
 
+def _given_said(t: np.ndarray, s: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where label ``i`` is given in ``t`` and where in ``s`` (label indices, or 0/1 rows of a multi-label head)."""
+    if t.ndim == 1:
+        return t == i, s == i
+    return t[:, i] == 1, s[:, i] == 1
+
+
 def agreement_strata(
     teacher: np.ndarray, student: np.ndarray, labels: Sequence[str], *,
     reviewed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -287,21 +294,16 @@ def agreement_strata(
     too. ``reviewed``: (teacher, student, human) of the reviewed messages no trained model queued (first labels): per
     label, how many fell in each stratum and how many of those the teacher had right (``reviewed_agree``,
     ``reviewed_disagree``: [n, right])."""
-    def split(t: np.ndarray, s: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if t.ndim == 1:
-            return t == i, s == i
-        return t[:, i] == 1, s[:, i] == 1
-
     out: dict[str, dict[str, Any]] = {}
     teacher, student = np.asarray(teacher), np.asarray(student)
     r_t, r_s, r_h = (np.asarray(a) for a in reviewed) if reviewed is not None else (None, None, None)
     for i, c in enumerate(labels):
-        given, said = split(teacher, student, i)
+        given, said = _given_said(teacher, student, i)
         agree = int(np.sum(given & said))
         out[c] = {"agree": agree, "disagree": int(np.sum(given)) - agree}
         if r_t is not None and len(r_t):
-            given_r, said_r = split(r_t, r_s, i)
-            right = split(r_t, r_h, i)[1]
+            given_r, said_r = _given_said(r_t, r_s, i)
+            right = _given_said(r_t, r_h, i)[1]
             out[c]["reviewed_agree"] = [int(np.sum(given_r & said_r)), int(np.sum(given_r & said_r & right))]
             out[c]["reviewed_disagree"] = [int(np.sum(given_r & ~said_r)), int(np.sum(given_r & ~said_r & right))]
     return out
@@ -503,10 +505,8 @@ def student_disagreements(ids: Sequence[int], teacher: np.ndarray, student: np.n
     arr = np.asarray(ids, dtype=np.int64)
     out: dict[str, list[int]] = {}
     for i, c in enumerate(labels):
-        if teacher.ndim == 1:
-            off = (teacher == i) & (student != i)
-        else:
-            off = (teacher[:, i] == 1) & (student[:, i] != 1)
+        given, said = _given_said(teacher, student, i)
+        off = given & ~said
         if off.any():
             out[c] = [int(m) for m in arr[off]]
     return out
