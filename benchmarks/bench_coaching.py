@@ -109,6 +109,7 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
               workdir: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Train a student of ``kind`` on the rows given; returns (student, notes)."""
     from training.encoder import resolve_encoder
+    from training.lexical import LexicalParams
     from training.probe import ProbeStudent
     from training.semi_supervised import PseudoLabelParams
 
@@ -120,7 +121,7 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
         st = ProbeStudent(encoder_path=enc, max_length=cfg.max_length, **common)
         pl = PseudoLabelParams.from_config({**cfg.probe.pseudo_labels.model_dump(), "method": "knn"}) if kind == "semi" else None
         st.fit(texts, values, sample_weight=weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter,
-               unlabelled_texts=rest if kind == "semi" else None, pseudo_labels=pl)
+               unlabelled_texts=rest if kind == "semi" else None, pseudo_labels=pl, lexical=LexicalParams.from_config(cfg.probe.lexical))
         return st, {k: v for k, v in (st.params.get("pseudo_labels") or {}).items() if k in ("n", "agree_with_supervised")}
     if kind in ("setfit", "setfit_noex"):
         from training.labelled_data import label_example_rows

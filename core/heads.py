@@ -86,6 +86,18 @@ class PseudoLabelConfig(BaseModel):
     max_unlabelled: int | None = Field(50_000, ge=1, description="at most this many unlabelled messages (a seeded sample)")
 
 
+class LexicalConfig(BaseModel):
+    """The probe's lexical branch (training.lexical): the head also reads which word pieces, and which pairs of
+    neighbouring word pieces, a message holds (idf-weighted, L2-normalized, beside the embedding). On the
+    starter set it took the intent probe from 0.804 to 0.873 (README, Measured)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_df: int = Field(2, ge=1, le=1000, description="keep the features of at least this many training messages")
+    weight: float = Field(1.0, gt=0, le=10, description="scale of the lexical block beside the unit-norm embedding")
+
+
 class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +108,7 @@ class ProbeConfig(BaseModel):
     # a third of the iterations when a round added a few hundred labels
     warm_start: bool = True
     pseudo_labels: PseudoLabelConfig = Field(default_factory=PseudoLabelConfig)
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
 
 
 class FinetuneConfig(BaseModel):

@@ -154,7 +154,8 @@ def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
 
 
 def head_nodes(path: Path | str) -> list[str]:
-    """The nodes of the graph's head layers: those that read a parameter of ``head`` or ``heads.<name>``
+    """The nodes of the graph's head layers: those that read a parameter of ``head`` or ``heads.<name>``, and
+    the lookups of a lexical branch's tables (``lexical.*``)
     (the linear layers of :mod:`training.torch_modules`; the exporter keeps the parameters' names, while node
     names follow the module scope, which differs between a single head and a bundle's)."""
     import onnx
@@ -162,6 +163,10 @@ def head_nodes(path: Path | str) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     params = {t.name for t in graph.initializer if t.name.startswith(("head.", "heads."))}
     names = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul", "Add") and params.intersection(n.input)]
+    # a probe's lexical branch (training.torch_modules.LexicalLogits): its tables are looked up, not multiplied;
+    # an INT8 table would round every word's weight
+    lexical = {t.name for t in graph.initializer if t.name.startswith("lexical.")}
+    names += [n.name for n in graph.node if n.op_type == "Gather" and lexical.intersection(n.input)]
     # the quantizer first rewrites a Gemm as MatMul "<name>_MatMul" + Add "<name>_Add", then picks nodes
     gemms = {n.name for n in graph.node if n.op_type == "Gemm"}
     return names + [f"{name}{suffix}" for name in names if name in gemms for suffix in ("_MatMul", "_Add")]

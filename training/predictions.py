@@ -118,7 +118,7 @@ def score_texts(student: Any, texts: Sequence[str], *, threads: int | None = Non
         return np.zeros((0, len(student.labels)), dtype=np.float32)
     emb = embed(list(texts), encoder=Path(student.encoder_path), max_length=student.max_length,
                 backend=student.embed_backend, threads=threads, store=store)
-    return student.proba_from_embeddings(emb)
+    return student.proba_from_embeddings(emb, list(texts))
 
 
 def open_student_cache(student: Any, *, submit: Any = None) -> Any:

@@ -55,9 +55,7 @@ def load_student(directory: Path | str) -> Student:
         params=cfg.get("params", {}),
         embed_backend=cfg.get("embed_backend", "onnx"),
     )
-    if isinstance(student, ProbeStudent) and (folder / "head_supervised.npz").is_file():
-        sup = np.load(folder / "head_supervised.npz")
-        student.supervised_head = (sup["weight"], sup["bias"])
+    student.restore(folder, arrays)
     return student
 
 

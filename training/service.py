@@ -36,6 +36,7 @@ from training.labelled_data import (
     training_set,
     unlabelled_texts,
 )
+from training.lexical import LexicalParams
 from training.orphans import mark_writer
 from training.registry import METHODS, load_student, new_student
 from training.semi_supervised import PseudoLabelParams
@@ -172,7 +173,7 @@ def train_head(
             student.fit(
                 data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight,
                 max_iter=cfg.probe.max_iter, progress=progress, unlabelled_texts=unlabelled, pseudo_labels=pseudo,
-                init=init[1] if init else None,
+                init=init[1] if init else None, lexical=LexicalParams.from_config(cfg.probe.lexical),
             )
             if init and student.params.get("warm_start"):
                 student.params["warm_start_from"] = init[0]
@@ -337,7 +338,7 @@ def score_pool(
         if not texts:
             return ids, np.zeros((0, len(student.labels)), dtype=np.float32)
         emb = student.embed(texts, progress=progress, backend=backend)
-        return ids, student.selection_proba_from_embeddings(emb)
+        return ids, student.selection_proba_from_embeddings(emb, texts)
     probs = student.predict_proba(texts, progress=progress, backend=backend)
     return ids, probs
 

@@ -2,7 +2,8 @@
 
 Every kind has one shape, so one runtime and one ONNX export serve them all:
 
-    probabilities = activation(normalize(mean_pool(encoder(input_ids, attention_mask))) @ W.T + b)
+    probabilities = activation(normalize(mean_pool(encoder(input_ids, attention_mask))) @ W.T + b
+                               [+ lexical(input_ids) @ W_lexical.T, a probe's lexical branch])
 
 with activation = softmax (single-label and binary heads) or sigmoid (multi-label heads).
 
@@ -16,8 +17,8 @@ simulation); :class:`Student` implements it once for every kind, which differ on
 - :class:`~training.setfit_student.SetfitStudent` tunes the encoder with SetFit's contrastive phase, then fits
   a probe head on it; its encoder is saved inside the student folder too.
 
-A student folder holds ``student.json`` (labels, kind, encoder, thresholds, params), ``head.npz`` (W, b)
-and, for fine-tuned and SetFit students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
+A student folder holds ``student.json`` (labels, kind, encoder, thresholds, params), ``head.npz`` (W, b; a
+probe's lexical branch adds its feature table and weights, :mod:`training.lexical`) and, for fine-tuned and SetFit students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
 :mod:`training.registry` creates and loads students by kind.
 """
 
@@ -171,7 +172,9 @@ class Student:
     def embed(self, texts: Sequence[str], *, progress: Progress = None, cache: bool = True, backend: str | None = None) -> np.ndarray:
         return embed(list(texts), encoder=Path(self.encoder_path), max_length=self.max_length, cache=cache, progress=progress, backend=backend or self.embed_backend)
 
-    def proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
+    def proba_from_embeddings(self, emb: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities from the messages' embeddings; ``texts`` (the same messages) for a head that also reads
+        the words (a probe's lexical branch): pass them wherever they are at hand."""
         w, b = self._check_fitted()
         z = emb.astype(np.float32) @ w.T + b
         return (sigmoid(z) if self.kind == "multi" else softmax(z)).astype(np.float32)
@@ -183,7 +186,7 @@ class Student:
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.proba_from_embeddings(self.embed(texts, progress=progress, backend=backend))
+        return self.proba_from_embeddings(self.embed(texts, progress=progress, backend=backend), texts)
 
     def decide(self, probs: np.ndarray) -> list[Any]:
         """Probabilities → label values (a name; multi-label: the list of names over threshold)."""
@@ -226,6 +229,14 @@ class Student:
             "params": self.params,
         }
 
+    def head_arrays(self) -> dict[str, np.ndarray]:
+        """What ``head.npz`` holds: W and b (a probe with a lexical branch adds its tables)."""
+        w, b = self._check_fitted()
+        return {"weight": w.astype(np.float32), "bias": b.astype(np.float32)}
+
+    def restore(self, folder: Path, arrays: Any) -> None:
+        """Read what a kind saves beyond W and b (``head.npz``'s other arrays, other files of ``folder``)."""
+
     def save(self, directory: Path | str) -> Path:
         """Write the student into ``directory`` (created; files are replaced)."""
         w, b = self._check_fitted()
@@ -235,7 +246,7 @@ class Student:
         enc = Path(self.encoder_path)
         if enc.resolve().is_relative_to(out.resolve()):
             cfg["encoder_path"] = enc.resolve().relative_to(out.resolve()).as_posix()
-        np.savez(out / "head.npz", weight=w.astype(np.float32), bias=b.astype(np.float32))
+        np.savez(out / "head.npz", **self.head_arrays())
         (out / "student.json").write_text(json.dumps(cfg, indent=2, default=_json_default))
         return out
 
