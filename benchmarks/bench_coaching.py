@@ -138,7 +138,7 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
             tx, vx, wx, n_ex = tx + et, vx + ev, wx + [p.label_examples_weight] * len(et), len(et)
         st = SetfitStudent(encoder_path=enc, max_length=p.max_length, **common)
         st.fit(tx, vx, output_dir=run, checkpoint_dir=run / "ckpt", sample_weight=wx, params=p, probe_C=cfg.probe.C,
-               class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter)
+               class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, lexical=LexicalParams.from_config(cfg.probe.lexical))
         return st, {"steps": st.params["steps"], "pairs": st.params["pairs"], "label_examples": n_ex, "body_s": st.params["body_seconds"]}
     if kind == "finetune":
         from training.finetune import FinetuneParams, FinetuneStudent

@@ -152,6 +152,7 @@ class SetfitConfig(BaseModel):
     seed: int = 42
     label_examples: bool = Field(True, description="the labels' examples become extra labelled rows (pairs and head)")
     label_examples_weight: float = Field(1.0, gt=0, le=10, description="sample weight of an example row in the head")
+    lexical: bool = Field(True, description="the head also reads the message's word pieces, as the probe's (settings: student.probe.lexical)")
 
 
 class StudentConfig(BaseModel):

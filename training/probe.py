@@ -49,17 +49,6 @@ class ProbeStudent(Student):
         # (W, b, lexical W or None): the selection head active learning ranks by (a lexical probe's on the
         # embedding alone; a semi-supervised probe's before its pseudo-labels), saved as head_supervised.npz
         self.supervised_head: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
-        self.lexical: LexicalFeatures | None = None
-        self.lexical_weight: np.ndarray | None = None
-
-    # --- the lexical branch -----------------------------------------------------------------------
-
-    def lexical_rows(self, texts: Sequence[str]) -> Any:
-        """The lexical features of ``texts`` (a sparse matrix), as the exported graph computes them."""
-        if self.lexical is None:
-            raise ValueError("this probe has no lexical branch")
-        ids, _ = message_token_ids(self.encoder_path, texts, self.max_length)
-        return self.lexical.transform(ids)
 
     def _design(self, emb: np.ndarray, lex: Any) -> Any:
         """The regression's inputs: the embeddings, beside the lexical rows when there are some."""
@@ -68,29 +57,6 @@ class ProbeStudent(Student):
         from scipy.sparse import csr_matrix, hstack
 
         return hstack([csr_matrix(np.asarray(emb, dtype=np.float64)), lex]).tocsr()
-
-    def _lexical_of(self, texts: Sequence[str] | None, n: int) -> Any:
-        if self.lexical is None:
-            return None
-        if texts is None or len(texts) != n:
-            raise ValueError(
-                f"this probe has a lexical branch: expected the {n} messages' texts beside their embeddings, "
-                f"found {'none' if texts is None else len(texts)}"
-            )
-        return self.lexical_rows(list(texts))
-
-    def _logits(self, emb: np.ndarray, texts: Sequence[str] | None, head: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> np.ndarray:
-        w, b, wl = head
-        z = emb.astype(np.float32) @ w.T + b
-        lex = self._lexical_of(texts, len(emb))
-        if lex is not None and wl is not None:
-            z = z + np.asarray(lex @ wl.T, dtype=np.float32)
-        return z
-
-    def proba_from_embeddings(self, emb: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
-        w, b = self._check_fitted()
-        z = self._logits(emb, texts, (w, b, self.lexical_weight))
-        return (sigmoid(z) if self.kind == "multi" else softmax(z)).astype(np.float32)
 
     def fit_embeddings(
         self,
@@ -216,16 +182,8 @@ class ProbeStudent(Student):
         w, b = plain._check_fitted()
         return w, b, None
 
-    def head_arrays(self) -> dict[str, np.ndarray]:
-        arrays = super().head_arrays()
-        if self.lexical is not None and self.lexical_weight is not None:
-            arrays.update(self.lexical.arrays(), lexical_weight=self.lexical_weight.astype(np.float32))
-        return arrays
-
     def restore(self, folder: Path, arrays: Any) -> None:
-        """The parts of a saved probe beyond (W, b): its lexical branch and its supervised head."""
-        self.lexical = LexicalFeatures.from_arrays(arrays)
-        self.lexical_weight = np.asarray(arrays["lexical_weight"], dtype=np.float32) if self.lexical is not None else None
+        super().restore(folder, arrays)
         if (folder / "head_supervised.npz").is_file():
             sup = np.load(folder / "head_supervised.npz")
             wl = np.asarray(sup["lexical_weight"], dtype=np.float32) if "lexical_weight" in sup else None
@@ -240,16 +198,6 @@ class ProbeStudent(Student):
         else:
             (out / "head_supervised.npz").unlink(missing_ok=True)
         return out
-
-    def to_torch_module(self) -> Any:
-        if self.lexical is None or self.lexical_weight is None:
-            return super().to_torch_module()
-        from training.torch_modules import LexicalLogits, StudentModule
-
-        w, b = self._check_fitted()
-        lx = self.lexical
-        branch = LexicalLogits(lx.vocab_size, lx.buckets, lx.features, lx.idf, self.lexical_weight, lx.weight)
-        return StudentModule.from_arrays(self.encoder_path, w, b, activation=self.activation, lexical=branch)
 
     def _full_init(self, init: tuple[np.ndarray, np.ndarray] | None, lexical_init: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """A warm start for the whole regression: an embedding head (W, b) with the lexical block beside it

@@ -192,6 +192,7 @@ def train_head(
             student.fit(
                 texts, values, output_dir=tmp, checkpoint_dir=root / "checkpoints" / head / run_id, sample_weight=weights,
                 params=sp, probe_C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter, progress=progress,
+                lexical=LexicalParams.from_config(cfg.probe.lexical),
             )
             student.params["label_examples"] = examples
         else:

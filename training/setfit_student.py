@@ -5,7 +5,8 @@ SetFit (Tunstall et al. 2022, https://github.com/huggingface/setfit) learns from
 1. **body**: sentence pairs drawn from the labelled messages (same label → similar, different labels →
    dissimilar; for multi-label heads, pairs that share a label are similar) fine-tune the sentence encoder
    with a cosine-similarity loss (``setfit.Trainer.train_embeddings`` on a ``SentenceTransformer`` body);
-2. **head**: a logistic regression on the tuned body's embeddings.
+2. **head**: a logistic regression on the tuned body's embeddings (and, as the probe's, on the message's word
+   pieces: the lexical branch of :mod:`training.lexical`, ``student.setfit.lexical``, on by default).
 
 Phase 1 is setfit's own code. Phase 2 is the project's probe (:class:`training.probe.ProbeStudent`) on the
 tuned body: it is the same model as setfit's default head (scikit-learn's ``LogisticRegression`` on the
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from core.vocab import Progress
+from training.lexical import LexicalParams
 from training.probe import ProbeStudent
 from training.student import Student, check_trainable, targets_matrix
 
@@ -51,6 +53,7 @@ class SetfitParams:
     seed: int = 42
     label_examples: bool = True
     label_examples_weight: float = 1.0
+    lexical: bool = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> SetfitParams:
@@ -85,10 +88,12 @@ class SetfitStudent(Student):
         class_weight: str | None = "balanced",
         max_iter: int = 2000,
         progress: Progress = None,
+        lexical: LexicalParams | None = None,
     ) -> SetfitStudent:
         """Contrastive fine-tuning of the encoder on (texts, values), then the head; the tuned encoder is
         written to ``output_dir/encoder``. ``progress(step, total)`` is called after every optimizer step, and
-        once more when the head is fitted."""
+        once more when the head is fitted. With ``params.lexical`` on, the head has the probe's lexical branch
+        (settings ``lexical``: the head file's ``student.probe.lexical``; None: the defaults)."""
         import torch
         from datasets import Dataset
         from sentence_transformers import SentenceTransformer
@@ -159,8 +164,12 @@ class SetfitStudent(Student):
         # 3. ... and fit the head on its embeddings, as a probe does
         probe = ProbeStudent(labels=self.labels, kind=self.kind, encoder_path=self.encoder_path, max_length=p.max_length,
                              multi_label_threshold=self.multi_label_threshold)
-        probe.fit_embeddings(probe.embed(texts), y, sample_weight=sw, C=probe_C, class_weight=class_weight, max_iter=max_iter)
+        lx = lexical if lexical is not None else LexicalParams()
+        lx = lx if p.lexical and lx.enabled else None
+        probe.fit_embeddings(probe.embed(texts), y, sample_weight=sw, C=probe_C, class_weight=class_weight, max_iter=max_iter,
+                             texts=texts, lexical=lx)
         self.weight, self.bias = probe.weight, probe.bias
+        self.lexical, self.lexical_weight = probe.lexical, probe.lexical_weight
         self.label_thresholds = probe.label_thresholds
         if progress:
             progress(steps + 1, steps + 1)
@@ -174,7 +183,9 @@ class SetfitStudent(Student):
                 "steps": steps_run,
                 "pairs": steps_run * p.batch_size,
                 "body_seconds": round(body_seconds, 1),
-                "head": "logistic regression on the tuned body (the probe's fit: origin and class weights)",
+                "head": "logistic regression on the tuned body (the probe's fit: origin and class weights)"
+                        + (", with the lexical branch" if self.lexical is not None else ""),
+                "lexical": probe.params.get("lexical"),
                 "setfit_version": _setfit_version(),
                 "fit_seconds": round(time.perf_counter() - t0, 1),
             }

@@ -17,8 +17,12 @@ simulation); :class:`Student` implements it once for every kind, which differ on
 - :class:`~training.setfit_student.SetfitStudent` tunes the encoder with SetFit's contrastive phase, then fits
   a probe head on it; its encoder is saved inside the student folder too.
 
+A probe or SetFit head may have a lexical branch (:mod:`training.lexical`): ``W_lexical`` on the message's
+word pieces and neighbour pairs, its logits added to the embedding's; :class:`Student` scores, saves, loads
+and exports it for every kind (:meth:`Student.proba_from_embeddings` then needs the texts too).
+
 A student folder holds ``student.json`` (labels, kind, encoder, thresholds, params), ``head.npz`` (W, b; a
-probe's lexical branch adds its feature table and weights, :mod:`training.lexical`) and, for fine-tuned and SetFit students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
+lexical branch adds its feature table and weights) and, for fine-tuned and SetFit students, ``encoder/`` (a Hugging Face model folder with its tokenizer).
 :mod:`training.registry` creates and loads students by kind.
 """
 
@@ -34,6 +38,7 @@ import numpy as np
 
 from core.vocab import Progress
 from training.encoder import embed
+from training.lexical import LexicalFeatures, message_token_ids
 
 STUDENT_FORMAT = 1
 KINDS = ("single", "multi", "binary")
@@ -142,6 +147,9 @@ class Student:
     bias: np.ndarray | None = None  # (n_labels,)
     params: dict[str, Any] = field(default_factory=dict)
     embed_backend: str = "onnx"  # how predict_proba embeds: "torch", "onnx" (same numbers, faster) or "onnx-int8"
+    # the lexical branch of a probe or SetFit head (training.lexical): its features, and W_lexical (n_labels, n_features)
+    lexical: LexicalFeatures | None = field(default=None, repr=False)
+    lexical_weight: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -172,11 +180,37 @@ class Student:
     def embed(self, texts: Sequence[str], *, progress: Progress = None, cache: bool = True, backend: str | None = None) -> np.ndarray:
         return embed(list(texts), encoder=Path(self.encoder_path), max_length=self.max_length, cache=cache, progress=progress, backend=backend or self.embed_backend)
 
-    def proba_from_embeddings(self, emb: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
-        """Probabilities from the messages' embeddings; ``texts`` (the same messages) for a head that also reads
-        the words (a probe's lexical branch): pass them wherever they are at hand."""
-        w, b = self._check_fitted()
+    def lexical_rows(self, texts: Sequence[str]) -> Any:
+        """The lexical features of ``texts`` (a sparse matrix), as the exported graph computes them."""
+        if self.lexical is None:
+            raise ValueError("this student has no lexical branch")
+        ids, _ = message_token_ids(self.encoder_path, texts, self.max_length)
+        return self.lexical.transform(ids)
+
+    def _lexical_of(self, texts: Sequence[str] | None, n: int) -> Any:
+        if self.lexical is None:
+            return None
+        if texts is None or len(texts) != n:
+            raise ValueError(
+                f"this student has a lexical branch: expected the {n} messages' texts beside their embeddings, "
+                f"found {'none' if texts is None else len(texts)}"
+            )
+        return self.lexical_rows(list(texts))
+
+    def _logits(self, emb: np.ndarray, texts: Sequence[str] | None, head: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> np.ndarray:
+        """Logits of a head (W, b, W_lexical or None) on the embeddings (and the texts' lexical features)."""
+        w, b, wl = head
         z = emb.astype(np.float32) @ w.T + b
+        lex = self._lexical_of(texts, len(emb)) if wl is not None else None
+        if lex is not None:
+            z = z + np.asarray(lex @ wl.T, dtype=np.float32)
+        return z
+
+    def proba_from_embeddings(self, emb: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities from the messages' embeddings; ``texts`` (the same messages) for a head with a lexical
+        branch, which reads the words too: pass them wherever they are at hand."""
+        w, b = self._check_fitted()
+        z = self._logits(emb, texts, (w, b, self.lexical_weight if self.lexical is not None else None))
         return (sigmoid(z) if self.kind == "multi" else softmax(z)).astype(np.float32)
 
     def predict_proba(self, texts: Sequence[str], *, progress: Progress = None, backend: str | None = None) -> np.ndarray:
@@ -202,10 +236,14 @@ class Student:
 
     def to_torch_module(self) -> Any:
         """A ``torch.nn.Module``: ``forward(input_ids, attention_mask)`` → probabilities (batch, n_labels)."""
-        from training.torch_modules import StudentModule
+        from training.torch_modules import LexicalLogits, StudentModule
 
         w, b = self._check_fitted()
-        return StudentModule.from_arrays(self.encoder_path, w, b, activation=self.activation)
+        branch = None
+        if self.lexical is not None and self.lexical_weight is not None:
+            lx = self.lexical
+            branch = LexicalLogits(lx.vocab_size, lx.buckets, lx.features, lx.idf, self.lexical_weight, lx.weight)
+        return StudentModule.from_arrays(self.encoder_path, w, b, activation=self.activation, lexical=branch)
 
     def tokenizer(self) -> Any:
         from training.encoder import load_tokenizer
@@ -232,10 +270,16 @@ class Student:
     def head_arrays(self) -> dict[str, np.ndarray]:
         """What ``head.npz`` holds: W and b (a probe with a lexical branch adds its tables)."""
         w, b = self._check_fitted()
-        return {"weight": w.astype(np.float32), "bias": b.astype(np.float32)}
+        arrays = {"weight": w.astype(np.float32), "bias": b.astype(np.float32)}
+        if self.lexical is not None and self.lexical_weight is not None:
+            arrays.update(self.lexical.arrays(), lexical_weight=self.lexical_weight.astype(np.float32))
+        return arrays
 
     def restore(self, folder: Path, arrays: Any) -> None:
-        """Read what a kind saves beyond W and b (``head.npz``'s other arrays, other files of ``folder``)."""
+        """Read what a kind saves beyond W and b (``head.npz``'s other arrays, other files of ``folder``): the
+        lexical branch here; a probe adds its selection head."""
+        self.lexical = LexicalFeatures.from_arrays(arrays)
+        self.lexical_weight = np.asarray(arrays["lexical_weight"], dtype=np.float32) if self.lexical is not None else None
 
     def save(self, directory: Path | str) -> Path:
         """Write the student into ``directory`` (created; files are replaced)."""

@@ -56,6 +56,9 @@ def test_setfit_tunes_the_body_and_folds_the_head_into_the_linear_layer(tiny_enc
     assert student.params["steps"] == params.steps_for(60) == 8 and student.params["pairs"] == 64
     assert seen[-1][0] == seen[-1][1] == 9 and len(seen) == 9
     assert student.weight.shape == (3, 32) and student.bias.shape == (3,)
+    # the head reads the words too (the probe's lexical branch, on by default)
+    assert student.lexical is not None and student.lexical_weight.shape == (3, student.lexical.size)
+    assert student.params["lexical"]["enabled"] is True and "lexical branch" in student.params["head"]
 
     # the contrastive phase pulls messages of a topic together and pushes the topics apart (unseen messages)
     test = toy_texts(60, seed=4)
@@ -83,6 +86,9 @@ def test_setfit_tunes_the_body_and_folds_the_head_into_the_linear_layer(tiny_enc
     student.save(tmp_path / "out")
     again = load_student(tmp_path / "out")
     assert isinstance(again, SetfitStudent) and again.method == "setfit" and Path(again.encoder_path) == enc.resolve()
+    assert again.lexical is not None and again.lexical.size == student.lexical.size
+    texts = [t for t, _ in test]
+    np.testing.assert_allclose(again.predict_proba(texts, backend="torch"), student.predict_proba(texts, backend="torch"), atol=1e-6)
     assert json.loads((tmp_path / "out" / "student.json").read_text())["encoder_path"] == "encoder"
 
 
@@ -158,6 +164,7 @@ def test_setfit_model_version_exports_through_the_gate_and_serves(sqlite_engine,
         session.commit()
         assert row.passed and row.parity["fp32"]["argmax_agreement"] == 1.0 and row.parity["fp32"]["max_prob_diff"] < 1e-4
         student = load_model_version_student(mv)
+    assert student.lexical is not None  # the runtime below serves the lexical branch from the graph's input_ids
     texts = [t for t, _ in toy_texts(20, seed=5)]
     runtime = ClassifierModel(final_dir("toy"), quantized=False).predict_proba(texts)
     np.testing.assert_allclose(runtime, student.predict_proba(texts, backend="torch"), atol=1e-4)
