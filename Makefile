@@ -10,7 +10,7 @@ CHROMIUM := /usr/bin/chromium
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle bench-bundle-multitask crash-test bench-coaching bench-finetune-processes bench-scale
+.PHONY: run test install lint unit integration bench-model bench-al bench-al-trust bench-pii studio-start studio-stop clean bench-cascade bench-bundle bench-bundle-multitask crash-test bench-coaching bench-lexical bench-finetune-processes bench-scale
 
 install: $(STAMP) $(LS_STAMP)
 
@@ -88,6 +88,9 @@ crash-test: install
 # every student kind on the starter set (data/demo): ARGS="--heads intent --kinds probe,setfit" runs a part
 bench-coaching: $(STAMP)
 	$(BIN)/python benchmarks/bench_coaching.py $(ARGS)
+
+bench-lexical: $(STAMP)
+	$(BIN)/python benchmarks/bench_lexical.py $(ARGS)
 
 # the same fine-tune on 1 and on 2 processes (starter set, real encoder): ARGS="--epochs 2 --limit 0"
 bench-finetune-processes: $(STAMP)

@@ -6,7 +6,9 @@ holdout, in one run:
 
 - ``zero_shot``: the cold-start teacher (similarity of each message to the labels' descriptions and examples,
   ``active_learning.service.zero_shot_teacher``): the floor, no labels at all;
-- ``probe``: frozen encoder + logistic regression (``training.probe.ProbeStudent``);
+- ``probe``: frozen encoder + logistic regression on the embedding and the message's words
+  (``training.probe.ProbeStudent`` with its lexical branch, ``training.lexical``); ``probe_emb`` is the same
+  regression on the embedding alone (``student.probe.lexical.enabled: false``), the baseline of the branch;
 - ``semi``: the semi-supervised probe (label spreading over a kNN graph; the pool messages left out of a
   learning-curve subset are its unlabelled messages; single-label and binary heads only);
 - ``setfit``: the SetFit student (``training.setfit_student``; the head file's ``student.setfit`` settings);
@@ -47,7 +49,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.machine import RESULTS_DIR, machine_info, print_machine  # noqa: E402
 
 HEADS = ("intent", "context", "worthiness", "emotion")
-KINDS = ("zero_shot", "probe", "semi", "setfit", "setfit_noex", "finetune")
+KINDS = ("zero_shot", "probe_emb", "probe", "semi", "setfit", "setfit_noex", "finetune")
 SIZES = ("100", "200", "400", "800", "all")
 TARGETS = {  # issue 13: best student on the starter holdout (intent also: the probe)
     "intent": {"metric": "accuracy", "best": 0.90, "probe": 0.86},
@@ -117,11 +119,12 @@ def train_one(kind: str, session: Any, hd: Any, texts: list[str], values: list[A
     enc = str(resolve_encoder(cfg.encoder))
     common = {"labels": hd.label_names, "kind": hd.kind.value, "encoder": cfg.encoder, "multi_label_threshold": hd.multi_label_threshold}
     run = workdir / "runs" / f"{hd.name}-{kind}-{len(texts)}-{time.monotonic_ns()}"
-    if kind in ("probe", "semi"):
+    if kind in ("probe", "probe_emb", "semi"):
         st = ProbeStudent(encoder_path=enc, max_length=cfg.max_length, **common)
         pl = PseudoLabelParams.from_config({**cfg.probe.pseudo_labels.model_dump(), "method": "knn"}) if kind == "semi" else None
+        lexical = LexicalParams(enabled=False) if kind == "probe_emb" else LexicalParams.from_config(cfg.probe.lexical)
         st.fit(texts, values, sample_weight=weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight, max_iter=cfg.probe.max_iter,
-               unlabelled_texts=rest if kind == "semi" else None, pseudo_labels=pl, lexical=LexicalParams.from_config(cfg.probe.lexical))
+               unlabelled_texts=rest if kind == "semi" else None, pseudo_labels=pl, lexical=lexical)
         return st, {k: v for k, v in (st.params.get("pseudo_labels") or {}).items() if k in ("n", "agree_with_supervised")}
     if kind in ("setfit", "setfit_noex"):
         from training.labelled_data import label_example_rows
@@ -198,7 +201,7 @@ def run_head(head: str, kinds: list[str], sizes: list[str], curve_kinds: set[str
                     continue
                 train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
                 m = evaluate_student(student, ho.texts, ho.values, positive_label=hd.positive_label)
-                if kind in ("probe", "semi"):  # the pool's embeddings are cached after the first probe of the run
+                if kind in ("probe", "probe_emb", "semi"):  # the pool's embeddings are cached after the first probe of the run
                     notes = {**notes, "embeddings": "computed" if not _EMBEDDED else "cached"}
                     _EMBEDDED.add(head)
                 row = {"head": head, "kind": kind, "size": size, "n_labels": len(texts), **summarize(m, hd),

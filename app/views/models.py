@@ -124,9 +124,9 @@ def _train_section(head: str) -> None:
     c1, c2 = st.columns([2, 1])
     kind = c1.radio(
         "Student", list(METHODS), horizontal=True, key=f"kind:{head}",
-        help="probe: frozen encoder + linear head, seconds. setfit: the encoder tuned contrastively on pairs of "
-             "labelled messages, then the head; minutes. finetune: the whole encoder; 1-2 minutes on the starter "
-             "pool on 2 cores, longer on bigger label sets.",
+        help="probe: frozen encoder + a linear head on its embedding and the message's words, seconds. setfit: "
+             "the encoder tuned contrastively on pairs of labelled messages, then the same head; minutes. finetune: "
+             "the whole encoder; 2-3 minutes on the starter pool on 2 cores, longer on bigger label sets.",
     )
     st.caption(BEST_FOR_FEW_LABELS)
     options: dict[str, Any] = {}
