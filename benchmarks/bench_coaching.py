@@ -225,10 +225,10 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 4), squeeze=False)
     for ax, head in zip(axes[0], heads, strict=True):
         metric = TARGETS[head]["metric"]
-        for kind in KINDS:
+        for i, kind in enumerate(KINDS):
             pts = sorted((r["n_labels"], r[metric]) for r in rows if r["head"] == head and r["kind"] == kind and r["kind"] != "zero_shot")
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
+            if pts:  # one colour per kind on every panel
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind, color=f"C{i}")
         zs = [r[metric] for r in rows if r["head"] == head and r["kind"] == "zero_shot"]
         if zs:
             ax.axhline(zs[0], color="grey", linestyle=":", label="zero_shot (no labels)")
