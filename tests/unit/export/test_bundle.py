@@ -222,3 +222,40 @@ def test_cli_bundle(sqlite_engine: Engine, students, tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[3]
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bundle_of_lexical_probes_computes_each_heads_word_features_in_the_graph(db: Session, encoder_dir: Path, monkeypatch) -> None:
+    # real probes with their lexical branch (the default): the bundle's graph must add each head's word logits
+    from training.lexical import LexicalParams
+    from training.registry import new_student
+
+    texts = sample_texts(150, seed=11)
+    heads = ["intent", "worthiness", "emotion"]
+    probes = {}
+    for i, h in enumerate(heads):
+        d = get_head(h)
+        labels = d.label_names
+        if d.is_multi:  # a label per keyword, so that the words decide
+            values = [[labels[(len(t.split()) + j) % len(labels)] for j in range(1 + ("happy" in t))] for t in texts]
+        else:
+            values = [labels[(sum(map(len, t.split())) + i) % len(labels)] for t in texts]
+        st = new_student("probe", labels=labels, kind=str(d.kind), encoder=str(encoder_dir), multi_label_threshold=d.multi_label_threshold)
+        st.fit(texts, values, C=10.0, lexical=LexicalParams(min_df=1))
+        assert st.lexical is not None
+        probes[h] = st
+        seed_model_version(db, head_def=d, student=st, n_holdout=40)
+    monkeypatch.setattr("export.bundle.load_model_version_student", lambda mv: probes[mv.head])
+    manifest = export_bundle(db, heads=heads)
+    db.commit()
+    out = bundle_dir("workflow")
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert {t.name.split(".")[1] for t in graph.initializer if t.name.startswith("lexical.")} == set(heads)
+    for h in heads:
+        assert manifest["heads"][h]["parity"]["fp32"]["argmax_agreement"] == 1.0
+    clf = WorkflowClassifier(out, quantized=False, verify=True)
+    test = sample_texts(20, seed=12)
+    probs = clf.predict_proba(test)
+    for h in heads:
+        np.testing.assert_allclose(probs[h], probes[h].predict_proba(test), atol=1e-4)
