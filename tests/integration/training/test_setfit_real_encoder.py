@@ -32,14 +32,14 @@ def test_setfit_on_the_real_encoder_is_one_graph(tmp_path: Path):
     student = SetfitStudent(labels=labels, kind="single", encoder_path=str(resolve_encoder("default")))
     student.fit(texts, values, output_dir=tmp_path / "s", checkpoint_dir=tmp_path / "ckpt",
                 params=SetfitParams(num_iterations=2, max_steps=6, batch_size=16, max_length=64))
-    assert student.params["steps"] == 6
+    assert student.params["steps"] == 6 and student.lexical is not None  # the head reads the words too
 
     probe_texts = [r["text"] for r in rows if r.get("split") == "holdout"][:24]
     # the tuned body as sentence-transformers computes it (its own pooling and Normalize modules) ...
     st_emb = SentenceTransformer(student.encoder_path, device="cpu", local_files_only=True).encode(probe_texts, convert_to_numpy=True)
     # ... is what the student embeds (the project's encoder path, mean pooling + L2)
     np.testing.assert_allclose(student.embed(probe_texts, backend="torch", cache=False), st_emb, atol=2e-5)
-    expected = student.proba_from_embeddings(st_emb)
+    expected = student.proba_from_embeddings(st_emb, probe_texts)  # (its lexical head reads the texts)
 
     module = student.to_torch_module()
     batch = student.tokenizer()(probe_texts, padding=True, truncation=True, max_length=64, return_tensors="np")
