@@ -326,10 +326,11 @@ def run_step(world: World, step: Step, kills: int, rng: random.Random, log: Call
     if step.before is not None:
         step.before(world)
     max_delay = step.max_delay
+    min_delay = MIN_DELAY
     i = 0
     while result.kills < kills and i < 3 * kills:  # until ``kills`` SIGKILLs landed mid-run (bounded)
         i += 1
-        delay = rng.uniform(MIN_DELAY, max(MIN_DELAY + 0.1, max_delay))
+        delay = rng.uniform(min_delay, max(min_delay + 0.1, max_delay))
         proc = world.popen(step.argv)
         started = time.perf_counter()
         try:
@@ -338,7 +339,11 @@ def run_step(world: World, step: Step, kills: int, rng: random.Random, log: Call
             if proc.returncode != 0:
                 result.violations.append(f"attempt {i} failed without a kill (rc {proc.returncode}): "
                                          f"{(proc.stderr.read() if proc.stderr else '')[-800:]}")
-            max_delay = max(MIN_DELAY + 0.2, 0.8 * (time.perf_counter() - started))  # aim inside the run next time
+            took = time.perf_counter() - started
+            # aim inside the run next time; a command that ends within MIN_DELAY (a rerun with nothing left to
+            # import, on a quiet machine) is killed earlier, in its start-up, which is still mid-run
+            min_delay = min(min_delay, 0.5 * took)
+            max_delay = max(min_delay + 0.2, 0.8 * took)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
