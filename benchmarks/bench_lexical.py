@@ -26,22 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_coaching import HEADS, key_metric, log, setup  # noqa: E402
+from benchmarks.bench_coaching import HEADS, key_metric, log, setup, train_one  # noqa: E402
 from benchmarks.machine import RESULTS_DIR, machine_info, print_machine  # noqa: E402
-
-
-def train(hd: Any, data: Any, lexical: bool) -> Any:
-    from training.encoder import resolve_encoder
-    from training.lexical import LexicalParams
-    from training.probe import ProbeStudent
-
-    cfg = hd.student
-    st = ProbeStudent(labels=hd.label_names, kind=hd.kind.value, encoder_path=str(resolve_encoder(cfg.encoder)),
-                      max_length=cfg.max_length, multi_label_threshold=hd.multi_label_threshold)
-    params = LexicalParams.from_config(cfg.probe.lexical) if lexical else LexicalParams(enabled=False)
-    st.fit(data.texts, data.values, sample_weight=data.weights, C=cfg.probe.C, class_weight=cfg.probe.class_weight,
-           max_iter=cfg.probe.max_iter, lexical=params)
-    return st
 
 
 def latency(students: dict[str, Any], texts: list[str], repeats: int, workdir: Path) -> dict[str, Any]:
@@ -111,9 +97,9 @@ def main() -> None:
                 data, ho = training_set(session, head=head), holdout_set(session, head=head)
             metric = key_metric(hd)
             students = {}
-            for name, lexical in (("embedding only", False), ("with the lexical branch", True)):
+            for name, kind in (("embedding only", "probe_emb"), ("with the lexical branch", "probe")):
                 t0 = time.perf_counter()
-                st = train(hd, data, lexical)
+                st, _ = train_one(kind, None, hd, data.texts, data.values, data.weights, [], workdir, args)
                 fit_s = time.perf_counter() - t0
                 m = evaluate_student(st, ho.texts, ho.values, positive_label=hd.positive_label)
                 rows.append({"head": head, "probe": name, metric: round(float(m[metric]), 4), "macro_f1": round(float(m["macro_f1"]), 4),

@@ -237,6 +237,14 @@ def token_ids(path: str | Path, texts: Sequence[str], max_length: int) -> tuple[
     return _tokenize(tokenizer, texts, max_length), (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
+def vocab_size(path: str | Path) -> int:
+    """The size of the encoder folder's vocabulary (added tokens included): what token ids range over."""
+    fast = _fast_tokenizer(str(path), 2)
+    if fast is not None:
+        return int(fast[0].get_vocab_size(with_added_tokens=True))
+    return int(len(load_tokenizer(str(path))))
+
+
 def _pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(x) for x in ids)
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,10 +75,6 @@ class LexicalFeatures:
     @classmethod
     def fit(cls, token_ids: Sequence[Sequence[int]], vocab_size: int, *, min_df: int = 2, weight: float = 1.0,
             buckets: int = BIGRAM_BUCKETS) -> LexicalFeatures:
-        if min_df < 1:
-            raise ValueError(f"min_df: expected at least 1, found {min_df}")
-        if weight <= 0:
-            raise ValueError(f"weight: expected a number > 0, found {weight}")
         n = len(token_ids)
         if n == 0:
             raise ValueError("expected training messages to fit the lexical features on, found none")
@@ -121,11 +116,3 @@ class LexicalFeatures:
         return cls(vocab_size=vocab_size, features=np.asarray(arrays["lexical_features"], dtype=np.int64),
                    idf=np.asarray(arrays["lexical_idf"], dtype=np.float32), buckets=buckets, min_df=min_df,
                    weight=float(arrays["lexical_scale"][0]))
-
-
-def message_token_ids(encoder_path: str | Path, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """The token ids the encoder (and the exported graph) reads for ``texts``, and the vocabulary size."""
-    from training.encoder import load_tokenizer, token_ids
-
-    ids, _ = token_ids(encoder_path, list(texts), max_length)
-    return ids, int(len(load_tokenizer(str(encoder_path))))

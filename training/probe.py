@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from core.vocab import Progress
-from training.lexical import LexicalFeatures, LexicalParams, message_token_ids
+from training.encoder import token_ids, vocab_size
+from training.lexical import LexicalFeatures, LexicalParams
 from training.semi_supervised import PseudoLabelParams
 from training.student import (
     NEG_LOGIT,
@@ -46,9 +47,9 @@ class ProbeStudent(Student):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("method", "probe")
         super().__init__(**kwargs)
-        # (W, b, lexical W or None): the selection head active learning ranks by (a lexical probe's on the
-        # embedding alone; a semi-supervised probe's before its pseudo-labels), saved as head_supervised.npz
-        self.supervised_head: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        # (W, b) on the embedding alone: the selection head active learning ranks by (a lexical probe's; a
+        # semi-supervised probe's before its pseudo-labels), saved as head_supervised.npz
+        self.supervised_head: tuple[np.ndarray, np.ndarray] | None = None
 
     def _design(self, emb: np.ndarray, lex: Any) -> Any:
         """The regression's inputs: the embeddings, beside the lexical rows when there are some."""
@@ -99,8 +100,8 @@ class ProbeStudent(Student):
             if texts is None or len(texts) != len(emb):
                 raise ValueError(f"lexical: expected the {len(emb)} training messages' texts beside their embeddings, found "
                                  f"{'none' if texts is None else len(texts)}")
-            ids, vocab = message_token_ids(self.encoder_path, list(texts), self.max_length)
-            self.lexical = LexicalFeatures.fit(ids, vocab, min_df=lexical.min_df, weight=lexical.weight)
+            ids, _ = token_ids(self.encoder_path, list(texts), self.max_length)
+            self.lexical = LexicalFeatures.fit(ids, vocab_size(self.encoder_path), min_df=lexical.min_df, weight=lexical.weight)
             lex = self.lexical.transform(ids)
         else:
             lex = None
@@ -145,7 +146,7 @@ class ProbeStudent(Student):
         # class weights from the real labels: pseudo-labels must not re-balance the classes
         cw = _class_weight_dict(y, len(self.labels), class_weight)
         wl0 = None if self.lexical_weight is None else self.lexical_weight.copy()
-        supervised = self.supervised_head or (w0.copy(), b0.copy(), None)  # a lexical probe's: on the embedding alone
+        supervised = self.supervised_head or (w0.copy(), b0.copy())  # a lexical probe's: on the embedding alone
         fit_s = self.params.get("fit_seconds")
         self._fit_single(x, yy, sw, C=C, class_weight=cw, max_iter=max_iter, init=self._full_init((w0, b0), wl0))
         self.supervised_head = supervised
@@ -171,30 +172,28 @@ class ProbeStudent(Student):
         alone for this; a semi-supervised probe the head it had before its pseudo-labels."""
         if self.supervised_head is None:
             return self.proba_from_embeddings(emb, texts)
-        z = self._logits(emb, texts, self.supervised_head)
+        w, b = self.supervised_head
+        z = emb.astype(np.float32) @ w.T + b
         return (sigmoid(z) if self.kind == "multi" else softmax(z)).astype(np.float32)
 
     def _embedding_head(self, emb: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, *, C: float, class_weight: str | None,
-                        max_iter: int) -> tuple[np.ndarray, np.ndarray, None]:
+                        max_iter: int) -> tuple[np.ndarray, np.ndarray]:
         """The head of the same regression on the embedding alone (the selection head of a lexical probe)."""
         plain = ProbeStudent(labels=list(self.labels), kind=self.kind, encoder_path=self.encoder_path, max_length=self.max_length)
         plain._fit_embeddings(emb, y, sample_weight=sample_weight, C=C, class_weight=class_weight, max_iter=max_iter, tune=False)
-        w, b = plain._check_fitted()
-        return w, b, None
+        return plain._check_fitted()
 
     def restore(self, folder: Path, arrays: Any) -> None:
         super().restore(folder, arrays)
         if (folder / "head_supervised.npz").is_file():
             sup = np.load(folder / "head_supervised.npz")
-            wl = np.asarray(sup["lexical_weight"], dtype=np.float32) if "lexical_weight" in sup else None
-            self.supervised_head = (sup["weight"], sup["bias"], wl)
+            self.supervised_head = (sup["weight"], sup["bias"])
 
     def save(self, directory: Path | str) -> Path:
         out = super().save(directory)
         if self.supervised_head is not None:
-            w, b, wl = self.supervised_head
-            extra = {} if wl is None else {"lexical_weight": wl.astype(np.float32)}
-            np.savez(out / "head_supervised.npz", weight=w.astype(np.float32), bias=b.astype(np.float32), **extra)
+            w, b = self.supervised_head
+            np.savez(out / "head_supervised.npz", weight=w.astype(np.float32), bias=b.astype(np.float32))
         else:
             (out / "head_supervised.npz").unlink(missing_ok=True)
         return out

@@ -37,8 +37,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from core.vocab import Progress
-from training.encoder import embed
-from training.lexical import LexicalFeatures, message_token_ids
+from training.encoder import embed, token_ids
+from training.lexical import LexicalFeatures
 
 STUDENT_FORMAT = 1
 KINDS = ("single", "multi", "binary")
@@ -184,7 +184,7 @@ class Student:
         """The lexical features of ``texts`` (a sparse matrix), as the exported graph computes them."""
         if self.lexical is None:
             raise ValueError("this student has no lexical branch")
-        ids, _ = message_token_ids(self.encoder_path, texts, self.max_length)
+        ids, _ = token_ids(self.encoder_path, list(texts), self.max_length)
         return self.lexical.transform(ids)
 
     def _lexical_of(self, texts: Sequence[str] | None, n: int) -> Any:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.unit.training.conftest import FILLER, toy_texts
-from training.lexical import BIGRAM_BUCKETS, LexicalFeatures, LexicalParams, feature_ids, message_token_ids
+from training.encoder import token_ids, vocab_size
+from training.lexical import BIGRAM_BUCKETS, LexicalFeatures, LexicalParams, feature_ids
 from training.probe import ProbeStudent
 from training.registry import load_student, new_student
 
@@ -119,9 +120,8 @@ def test_semi_supervised_lexical_probe_keeps_its_supervised_head(tiny_encoder: P
     rest = [t for t, _ in rows[60:]]
     student = new_student("probe", labels=["food", "money", "travel"], kind="single", encoder=str(tiny_encoder))
     student.fit(texts, values, C=10.0, unlabelled_texts=rest, pseudo_labels=PseudoLabelParams(method="knn"), lexical=LexicalParams())
-    assert student.supervised_head is not None and student.supervised_head[2] is None  # selection: the embedding alone
-    assert student.params["pseudo_labels"]["n"] > 0
-    sel = student.selection_proba_from_embeddings(student.embed(rest), rest)
+    assert student.supervised_head is not None and student.params["pseudo_labels"]["n"] > 0
+    sel = student.selection_proba_from_embeddings(student.embed(rest))  # selection: the embedding alone, no texts needed
     student.save(tmp_path / "s")
     back = load_student(tmp_path / "s")
     assert np.allclose(back.selection_proba_from_embeddings(back.embed(rest), rest), sel, atol=1e-6)
@@ -190,12 +190,48 @@ def test_lexical_probe_exports_to_one_onnx_graph_with_its_tables_kept_fp32(tiny_
     assert any(t.name.startswith("lexical.") and t.data_type == onnx.TensorProto.FLOAT for t in int8.initializer)
 
 
-def test_message_token_ids_are_the_encoders(tiny_encoder: Path) -> None:
+def test_token_ids_and_vocabulary_are_the_encoders(tiny_encoder: Path) -> None:
     from tests.unit.training.conftest import TOPICS
+    from training.encoder import load_tokenizer
 
-    ids, vocab = message_token_ids(tiny_encoder, ["card payment", "hello"], 128)
+    ids, _ = token_ids(tiny_encoder, ["card payment", "hello"], 128)
     words = sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER))
-    assert vocab == 5 + len(words)
+    assert vocab_size(tiny_encoder) == 5 + len(words) == len(load_tokenizer(str(tiny_encoder)))
     assert ids[0] == [2, 5 + words.index("card"), 5 + words.index("payment"), 3]  # [CLS] card payment [SEP]
     assert ids[1] == [2, 1, 3]  # an unknown word is [UNK]
-    assert len(message_token_ids(tiny_encoder, [" ".join(["card"] * 50)], 8)[0][0]) == 8  # truncated as the encoder is
+    assert len(token_ids(tiny_encoder, [" ".join(["card"] * 50)], 8)[0][0]) == 8  # truncated as the encoder is
+
+
+def test_scoring_a_lexical_probe_in_a_fresh_process_does_not_import_transformers(tiny_encoder: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh `distilloop score` or Ray actor scores a lexical probe with tokenizers alone (transformers costs
+    about 2 s to import), and gets the student's probabilities."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import reset_settings
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    reset_settings()
+    rows = toy_texts(90)
+    student = new_student("probe", labels=["food", "money", "travel"], kind="single", encoder=str(tiny_encoder))
+    student.fit([t for t, _ in rows], [y for _, y in rows], C=10.0, lexical=LexicalParams())
+    student.save(tmp_path / "s")
+    test = [t for t, _ in toy_texts(10, seed=9)]
+    expected = student.predict_proba(test)  # also exports the encoder's ONNX graph (torch) here
+    code = (
+        "import json, sys\n"
+        "from training.registry import load_student\n"
+        "from training.predictions import score_texts\n"
+        f"p = score_texts(load_student({str(tmp_path / 's')!r}), {test!r})\n"
+        "print(json.dumps({'transformers': 'transformers' in sys.modules, 'p': p.tolist()}))\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["transformers"] is False
+    np.testing.assert_allclose(np.array(got["p"]), expected, atol=1e-5)
