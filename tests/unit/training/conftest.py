@@ -49,3 +49,18 @@ def toy_texts(n: int, *, seed: int = 0) -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny") / "encoder")
+
+
+def run_fresh_process(code: str, data_dir: Path) -> dict:
+    """Run ``code`` in a fresh Python process at the repository root (``DATA_DIR``: ``data_dir``) and return
+    the JSON object its last output line prints: what a fresh CLI command or Ray actor would import and compute."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo), "DATA_DIR": str(data_dir)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

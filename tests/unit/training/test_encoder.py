@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.training.conftest import make_tiny_encoder
+from tests.unit.training.conftest import make_tiny_encoder, run_fresh_process
 from training import encoder as enc_mod
 from training.embedding_cache import cache_path
 from training.encoder import embed, encoder_fingerprint, length_batches, resolve_encoder
@@ -165,11 +165,6 @@ def test_token_ids_of_a_folder_without_tokenizer_json_come_from_transformers(tmp
 def test_onnx_embedding_in_a_fresh_process_does_not_import_transformers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a fresh `distilloop score` or Ray actor pays before its first page: no transformers import (about
     2 s) once the encoder's ONNX graph exists."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     folder = make_tiny_encoder(tmp_path / "tiny")
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     from core.settings import reset_settings
@@ -183,10 +178,6 @@ def test_onnx_embedding_in_a_fresh_process_does_not_import_transformers(tmp_path
         f"v = embed({TEXTS!r}, encoder=Path({str(folder)!r}), backend='onnx', cache=False)\n"
         "print(json.dumps({'transformers': 'transformers' in sys.modules, 'torch': 'torch' in sys.modules, 'v': v.tolist()}))\n"
     )
-    repo = Path(__file__).resolve().parents[3]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_fresh_process(code, tmp_path / "data")
     assert (got["transformers"], got["torch"]) == (False, False)
     np.testing.assert_allclose(np.array(got["v"]), expected, atol=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.training.conftest import FILLER, toy_texts
+from tests.unit.training.conftest import FILLER, run_fresh_process, toy_texts
 from training.encoder import token_ids, vocab_size
 from training.lexical import BIGRAM_BUCKETS, LexicalFeatures, LexicalParams, feature_ids
 from training.probe import ProbeStudent
@@ -206,11 +206,6 @@ def test_scoring_a_lexical_probe_in_a_fresh_process_does_not_import_transformers
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh `distilloop score` or Ray actor scores a lexical probe with tokenizers alone (transformers costs
     about 2 s to import), and gets the student's probabilities."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from core.settings import reset_settings
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
@@ -228,10 +223,6 @@ def test_scoring_a_lexical_probe_in_a_fresh_process_does_not_import_transformers
         f"p = score_texts(load_student({str(tmp_path / 's')!r}), {test!r})\n"
         "print(json.dumps({'transformers': 'transformers' in sys.modules, 'p': p.tolist()}))\n"
     )
-    repo = Path(__file__).resolve().parents[3]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(repo), "DATA_DIR": str(tmp_path / "data")})
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_fresh_process(code, tmp_path / "data")
     assert got["transformers"] is False
     np.testing.assert_allclose(np.array(got["p"]), expected, atol=1e-5)
