@@ -26,6 +26,8 @@ bench-results/al.json and bench-results/al.md.
 
     .venv/bin/python benchmarks/bench_al.py [--seeds 0,1,2] [--arm SPEC ...] [--no-db-round] [--db-round-only] [--ceiling-only] [--quick]
         [--teacher class|even] [--trust]   (--trust: only the teacher-trust comparison, make bench-al-trust)
+        [--lexical | --no-lexical]   (the probe's lexical branch, the shipped heads' student: on by default with
+                                      --trust, off by default for the strategy curves)
 """
 
 from __future__ import annotations
@@ -289,7 +291,7 @@ def trust_bench(args: argparse.Namespace) -> None:
         dataset="banking77", arms=[_arm(a) for a in (args.arm or TRUST_ARMS)], seeds=seeds, initial=200, step=200,
         max_labels=max_labels, teacher_accuracy=0.85, teacher_kind=args.teacher, teacher_weight=0.5,
         target_accuracy=0.92, C=PROBE_C, trust_checkpoints=(200, 500, 1000), trust_min_reviews=10,
-        output_dir=RESULTS_DIR / "al_trust", datasets_dir=args.datasets_dir,
+        lexical=args.lexical is not False, output_dir=RESULTS_DIR / "al_trust", datasets_dir=args.datasets_dir,
     )
     t0 = time.perf_counter()
     last = [0.0]
@@ -301,7 +303,8 @@ def trust_bench(args: argparse.Namespace) -> None:
 
     result = run_simulation(cfg, progress=progress)
     wall = time.perf_counter() - t0
-    print(f"\nall-data accuracy: {result['full_data']['accuracy']:.4f}; teacher ({cfg.teacher_kind}) accuracy per seed: "
+    print(f"\nstudent: {'lexical ' if cfg.lexical else ''}probe, C={PROBE_C:g}")
+    print(f"all-data accuracy: {result['full_data']['accuracy']:.4f}; teacher ({cfg.teacher_kind}) accuracy per seed: "
           f"{ {k: round(v, 4) for k, v in result['teacher_accuracy_measured'].items()} }")
     print(f"true per-label teacher precision per seed: {result['teacher_precision_spread']}")
     keys = ["arm", "mean_accuracy_over_curve", "accuracy_at_last", "last_n", "labels_to_0.92", "labels_to_0.92_per_seed"]
@@ -316,7 +319,7 @@ def trust_bench(args: argparse.Namespace) -> None:
     print(table)
     print("\ntrust estimate vs true per-label precision (mean absolute error, labels with >= 10 reviews):")
     print(ttable)
-    report = {"machine": info, "wall_s": round(wall, 1), "full_data_accuracy": result["full_data"]["accuracy"],
+    report = {"machine": info, "wall_s": round(wall, 1), "lexical": cfg.lexical, "full_data_accuracy": result["full_data"]["accuracy"],
               "teacher_accuracy_measured": result["teacher_accuracy_measured"],
               "teacher_precision_spread": result["teacher_precision_spread"], "summary": result["summary"],
               "trust_error_summary": result["trust_error_summary"], "files": result["files"]}
@@ -325,7 +328,8 @@ def trust_bench(args: argparse.Namespace) -> None:
     (RESULTS_DIR / "al_trust.md").write_text("\n".join([
         "# Teacher trust on BANKING77 (make bench-al-trust)", "",
         f"machine: {info['cpu']} · {info['cores']} cores · load {info['load_avg_1m']} · wall {wall:.0f} s",
-        f"class-dependent teacher at 85%, seeds {seeds}, probe C={PROBE_C:g}, 200 random seed labels, +200 a round",
+        f"class-dependent teacher at 85%, seeds {seeds}, {'lexical ' if cfg.lexical else ''}probe C={PROBE_C:g}, "
+        "200 random seed labels, +200 a round",
         "", table, "", ttable, "",
     ]))
     print(f"\nresults: {RESULTS_DIR / 'al_trust.json'}, plot: {result['files']['plot']}")
@@ -346,6 +350,8 @@ def main() -> None:
                     help="simulated teacher: error rate per class (default) or errors spread evenly")
     ap.add_argument("--trust", action="store_true",
                     help="only the teacher-trust comparison (flat vs trust weights + low_trust); bench-results/al_trust.*")
+    ap.add_argument("--lexical", action=argparse.BooleanOptionalAction, default=None,
+                    help="the probe's lexical branch (the shipped heads' student); default: on with --trust, off otherwise")
     ap.add_argument("--datasets-dir", type=Path, default=None, help="folder holding banking77/ (default: ../shared/datasets)")
     args = ap.parse_args()
     if args.trust:
@@ -385,6 +391,7 @@ def main() -> None:
         target_accuracy=0.92,
         C=PROBE_C,
         pseudo_labels=PseudoLabelParams(method="knn", weight=PSEUDO_WEIGHT),
+        lexical=bool(args.lexical),
         output_dir=args.out,
         datasets_dir=args.datasets_dir,
     )

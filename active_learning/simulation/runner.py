@@ -101,6 +101,7 @@ class SimulationConfig:
     trust_checkpoints: tuple[int, ...] = (200, 500, 1000)  # trust+ arms: estimate vs true precision after N labels
     trust_min_reviews: int = 10
     C: float = 10.0
+    lexical: bool = False  # the probe's lexical branch (student.probe.lexical, on in the shipped heads): word pieces beside the embedding
     pseudo_labels: PseudoLabelParams = field(default_factory=PseudoLabelParams)  # for "semi+" arms
     class_weight: str | None = "balanced"
     max_iter: int = 2000
@@ -137,24 +138,34 @@ class SimulationConfig:
 
 class ProductProbe:
     """The product's probe (:class:`training.probe.ProbeStudent`) on the simulation's embeddings: the curves
-    measure the student distilloop trains. Warm-started from the previous round's head when ``warm_start``."""
+    measure the student distilloop trains. Warm-started from the previous round's head when ``warm_start``.
+    With ``cfg.lexical`` the probe has its lexical branch (fitted on the messages' texts) and, as the product,
+    ranks the pool by its selection head (on the embedding alone): :meth:`selection_proba`."""
 
     def __init__(self, n_classes: int, cfg: SimulationConfig, *, warm_start: bool) -> None:
+        from training.encoder import resolve_encoder
+        from training.lexical import LexicalParams
         from training.probe import ProbeStudent
 
-        self.student = ProbeStudent(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path="",
+        self.lexical = LexicalParams() if cfg.lexical else None
+        path = str(resolve_encoder(cfg.encoder)) if cfg.lexical else ""
+        self.student = ProbeStudent(labels=[f"class_{i}" for i in range(n_classes)], kind="single", encoder_path=path,
                                     encoder=cfg.encoder)
         self.cfg, self.warm_start = cfg, warm_start
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> ProductProbe:
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            texts: list[str] | None = None) -> ProductProbe:
         s = self.student
         init = (s.weight, s.bias) if self.warm_start and s.weight is not None else None
         s.fit_embeddings(x, y, sample_weight=sample_weight, C=self.cfg.C, class_weight=self.cfg.class_weight,
-                         max_iter=self.cfg.max_iter, tune=False, init=init)
+                         max_iter=self.cfg.max_iter, tune=False, init=init, texts=texts, lexical=self.lexical)
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.student.proba_from_embeddings(x).astype(np.float64)
+    def predict_proba(self, x: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        return self.student.proba_from_embeddings(x, texts).astype(np.float64)
+
+    def selection_proba(self, x: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        return self.student.selection_proba_from_embeddings(x, texts).astype(np.float64)
 
 
 def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
@@ -184,14 +195,25 @@ def run_curve(
     on_round: Callable[[], None] | None = None,
     labelled_out: list[np.ndarray] | None = None,
     trust_out: list[dict[str, Any]] | None = None,
+    pool_texts: list[str] | None = None,
+    test_texts: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One learning curve: initial random labels, then rounds of ``step`` picked by the arm's mix.
     ``labelled_out``: a list that receives the pool rows labelled at the end of the curve; ``trust_out``
-    (trust+ arms): receives the trust estimate's error at each of ``cfg.trust_checkpoints``."""
+    (trust+ arms): receives the trust estimate's error at each of ``cfg.trust_checkpoints``. ``pool_texts`` /
+    ``test_texts``: the messages, which a lexical probe (``cfg.lexical``) reads beside their embeddings."""
     from active_learning.simulation.teacher import CurveTrust
     from active_learning.strategies import STRATEGIES
 
     n = len(y_pool)
+    if cfg.lexical and (pool_texts is None or test_texts is None):
+        raise ValueError("cfg.lexical: the lexical probe reads the messages; pass pool_texts and test_texts")
+
+    def texts_of(mask: np.ndarray | None = None) -> list[str] | None:
+        if pool_texts is None or not cfg.lexical:
+            return None
+        return list(pool_texts) if mask is None else [pool_texts[i] for i in np.flatnonzero(mask)]
+
     rng = np.random.default_rng(seed)
     labelled = np.zeros(n, dtype=bool)
     first = rng.choice(n, size=min(cfg.initial, n), replace=False)
@@ -218,7 +240,7 @@ def run_curve(
                 w = np.where(labelled, 1.0, msg_w)
             else:
                 w = np.where(labelled, 1.0, cfg.teacher_weight)
-            student.fit(x_pool, y_train, sample_weight=w)
+            student.fit(x_pool, y_train, sample_weight=w, texts=texts_of())
         elif semi is not None:
             # the product's semi-supervised probe (training.probe.ProbeStudent): supervised head, then
             # pseudo-labels for the unlabelled pool, refit; the round ranks by the supervised head
@@ -227,14 +249,14 @@ def run_curve(
                 unlabelled=x_pool[~labelled], pseudo_labels=cfg.pseudo_labels,
             )
         else:
-            student.fit(x_pool[labelled], y_pool[labelled])
+            student.fit(x_pool[labelled], y_pool[labelled], texts=texts_of(labelled))
         t_fit = time.perf_counter() - t0
         if semi is not None:
             probs = semi.selection_proba_from_embeddings(x_pool).astype(np.float64)
             test_pred = semi.proba_from_embeddings(x_test).argmax(axis=1)
         else:
-            probs = student.predict_proba(x_pool)
-            test_pred = student.predict_proba(x_test).argmax(axis=1)
+            probs = student.selection_proba(x_pool, texts_of())  # what a round ranks by (a lexical probe: its selection head)
+            test_pred = student.predict_proba(x_test, test_texts if cfg.lexical else None).argmax(axis=1)
         t_score = time.perf_counter() - t0 - t_fit
         m = _metrics(y_test, test_pred)
         signals, stop_state = compute_signals(
@@ -351,8 +373,9 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
     # the reference: the same student on every pool label
     t0 = time.perf_counter()
     full = ProductProbe(n_classes, cfg, warm_start=False)
-    full.fit(x_pool, y_pool)
-    full_metrics = _metrics(y_test, full.predict_proba(x_test).argmax(axis=1))
+    lex_texts = (pool_texts, test_texts) if cfg.lexical else (None, None)
+    full.fit(x_pool, y_pool, texts=lex_texts[0])
+    full_metrics = _metrics(y_test, full.predict_proba(x_test, lex_texts[1]).argmax(axis=1))
     full_fit_s = time.perf_counter() - t0
     tick()
 
@@ -373,7 +396,8 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
             rows.extend(
                 run_curve(
                     arm, seed, x_pool=x_pool, y_pool=y_pool, x_test=x_test, y_test=y_test, n_classes=n_classes,
-                    cfg=cfg, teacher=teacher, on_round=tick, trust_out=trust_rows,
+                    cfg=cfg, teacher=teacher, on_round=tick, trust_out=trust_rows, pool_texts=pool_texts,
+                    test_texts=test_texts,
                 )
             )
             write_rows(out / "curves.csv", rows)  # after every curve: a long run can be read while it goes
@@ -384,7 +408,7 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
         writer.writeheader()
         writer.writerows(summary)
     title = (
-        f"{data.name}: probe student, {cfg.initial} random seed labels, +{cfg.step}/round, "
+        f"{data.name}: {'lexical ' if cfg.lexical else ''}probe student, {cfg.initial} random seed labels, +{cfg.step}/round, "
         f"{len(cfg.seeds)} seed(s)"
     )
     plot = plot_curves(rows, out / "curves.png", full_accuracy=full_metrics["accuracy"], target=cfg.target_accuracy, title=title)

@@ -76,6 +76,9 @@ def simulate(
     target: float = typer.Option(0.92, "--target", help="Accuracy whose label cost the summary reports."),
     max_pool: int | None = typer.Option(None, "--max-pool", help="Subsample the pool (quick runs)."),
     encoder: str = typer.Option("default", "--encoder", help="Sentence encoder: 'default' (all-MiniLM-L6-v2) or a local folder."),
+    lexical: bool = typer.Option(
+        False, "--lexical/--no-lexical", help="Give the probe its lexical branch (word pieces beside the embedding, "
+        "student.probe.lexical in the shipped heads); slower rounds."),
     out: Path = typer.Option(Path("var/data/simulation"), "--out", help="Output folder."),
 ) -> None:
     """Simulate active learning with the gold labels as the annotator; compare strategies and seeds in one run."""
@@ -89,7 +92,7 @@ def simulate(
         cfg = SimulationConfig(
             dataset=dataset, arms=[parse_arm(a) for a in arm], seeds=seed_list, initial=initial, step=step,
             max_labels=max_labels, teacher_accuracy=teacher_accuracy, teacher_weight=teacher_weight, teacher_kind=teacher_kind,
-            target_accuracy=target, max_pool=max_pool, encoder=encoder, output_dir=out,
+            target_accuracy=target, max_pool=max_pool, encoder=encoder, lexical=lexical, output_dir=out,
         )
         with progress_bar("simulating") as update:
             result = run_simulation(cfg, progress=update)

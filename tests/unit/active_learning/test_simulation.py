@@ -144,3 +144,29 @@ def test_semi_arm_trains_the_product_probe_with_pseudo_labels(dataset: Path, tmp
     assert len(seen) - len(semi) == 3 + 1
     assert [s["arm"] for s in result["summary"]] == ["margin", "semi+margin"]
     assert all(s["mean_accuracy_over_curve"] > 0.5 for s in result["summary"])
+
+
+def test_lexical_probe_reads_the_messages_beside_their_embeddings(tmp_path: Path) -> None:
+    from active_learning.simulation.runner import run_curve
+    from tests.unit.training.conftest import TOPICS, make_tiny_encoder
+
+    encoder = str(make_tiny_encoder(tmp_path / "encoder"))
+    # each class has a word of the tiny encoder's vocabulary in its messages ('class3 bus item 17')
+    words = sorted({w for ws in TOPICS.values() for w in ws})[:N_CLASSES]
+    dataset = tmp_path / "words.csv"
+    with dataset.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label")] + [(f"class{c} {words[c]} item {i}", f"label_{c}")
+                                                        for c in range(N_CLASSES) for i in range(110)])
+    common = {"dataset": str(dataset), "arms": [parse_arm("teacher+disagreement")], "seeds": [0], "initial": 30,
+              "step": 30, "max_labels": 60, "teacher_accuracy": 0.8, "target_accuracy": 0.5, "encoder": encoder}
+    plain = run_simulation(SimulationConfig(**common, output_dir=tmp_path / "plain"), embed_fn=fake_embed)
+    lexical = run_simulation(SimulationConfig(**common, lexical=True, output_dir=tmp_path / "lexical"), embed_fn=fake_embed)
+    # the word pieces add what the noisy embedding blurs
+    assert lexical["full_data"]["accuracy"] > plain["full_data"]["accuracy"]
+    assert lexical["full_data"]["accuracy"] > 0.97
+    assert [s["arm"] for s in lexical["summary"]] == ["teacher+disagreement"]
+    assert lexical["summary"][0]["mean_accuracy_over_curve"] > plain["summary"][0]["mean_accuracy_over_curve"]
+    x = np.zeros((4, DIM), dtype=np.float32)
+    with pytest.raises(ValueError, match="pass pool_texts and test_texts"):
+        run_curve(parse_arm("margin"), 0, x_pool=x, y_pool=np.arange(4) % 2, x_test=x, y_test=np.arange(4) % 2,
+                  n_classes=2, cfg=SimulationConfig(lexical=True, initial=2, step=1, max_labels=3))
