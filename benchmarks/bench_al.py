@@ -86,7 +86,6 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
         Arm,
         ProductProbe,
         SimulationConfig,
-        _semi_student,
         run_curve,
     )
     from training.encoder import embed
@@ -103,10 +102,9 @@ def ceiling(seeds: list[int], *, n_labels: int = 2000) -> dict:
     real_pseudo_label = semi.pseudo_label
 
     def semi_accuracy(lab: np.ndarray, rest: np.ndarray, pseudo_label) -> float:  # noqa: ANN001
-        student = _semi_student(k, cfg)
         with mock.patch.object(semi, "pseudo_label", pseudo_label):
-            student.fit_embeddings(x_pool[lab], y_pool[lab], C=PROBE_C, unlabelled=x_pool[rest], pseudo_labels=cfg.pseudo_labels)
-        return float(np.mean(student.proba_from_embeddings(x_test).argmax(axis=1) == y_test))
+            student = ProductProbe(k, cfg, warm_start=False).fit_semi(x_pool[lab], y_pool[lab], x_pool[rest])
+        return float(np.mean(student.predict_proba(x_test).argmax(axis=1) == y_test))
 
     def one(seed: int) -> dict:
         got: list[np.ndarray] = []

@@ -140,7 +140,8 @@ class ProductProbe:
     """The product's probe (:class:`training.probe.ProbeStudent`) on the simulation's embeddings: the curves
     measure the student distilloop trains. Warm-started from the previous round's head when ``warm_start``.
     With ``cfg.lexical`` the probe has its lexical branch (fitted on the messages' texts) and, as the product,
-    ranks the pool by its selection head (on the embedding alone): :meth:`selection_proba`."""
+    ranks the pool by its selection head (on the embedding alone): :meth:`selection_proba`. Without it the
+    texts are not read."""
 
     def __init__(self, n_classes: int, cfg: SimulationConfig, *, warm_start: bool) -> None:
         from training.encoder import resolve_encoder
@@ -153,23 +154,33 @@ class ProductProbe:
                                     encoder=cfg.encoder)
         self.cfg, self.warm_start = cfg, warm_start
 
+    def _texts(self, texts: list[str] | None) -> list[str] | None:
+        return texts if self.lexical is not None else None
+
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
             texts: list[str] | None = None) -> ProductProbe:
         s = self.student
         init = (s.weight, s.bias) if self.warm_start and s.weight is not None else None
         s.fit_embeddings(x, y, sample_weight=sample_weight, C=self.cfg.C, class_weight=self.cfg.class_weight,
-                         max_iter=self.cfg.max_iter, tune=False, init=init, texts=texts, lexical=self.lexical)
+                         max_iter=self.cfg.max_iter, tune=False, init=init, texts=self._texts(texts), lexical=self.lexical)
+        return self
+
+    def fit_semi(self, x: np.ndarray, y: np.ndarray, unlabelled: np.ndarray, *, texts: list[str] | None = None,
+                 unlabelled_texts: list[str] | None = None) -> ProductProbe:
+        """The product's semi-supervised probe: supervised head, then ``cfg.pseudo_labels`` for ``unlabelled``, refit."""
+        self.student.fit_embeddings(
+            x, y, C=self.cfg.C, class_weight=self.cfg.class_weight, max_iter=self.cfg.max_iter, unlabelled=unlabelled,
+            pseudo_labels=self.cfg.pseudo_labels, texts=self._texts(texts), lexical=self.lexical,
+            unlabelled_texts=self._texts(unlabelled_texts),
+        )
         return self
 
     def predict_proba(self, x: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        return self.student.proba_from_embeddings(x, texts).astype(np.float64)
+        return self.student.proba_from_embeddings(x, self._texts(texts)).astype(np.float64)
 
     def selection_proba(self, x: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
-        return self.student.selection_proba_from_embeddings(x, texts).astype(np.float64)
-
-
-def _semi_student(n_classes: int, cfg: SimulationConfig) -> Any:
-    return ProductProbe(n_classes, cfg, warm_start=False).student
+        """What a round ranks by: a lexical or semi-supervised probe's selection head, else its head."""
+        return self.student.selection_proba_from_embeddings(x, self._texts(texts)).astype(np.float64)
 
 
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -209,10 +220,8 @@ def run_curve(
     if cfg.lexical and (pool_texts is None or test_texts is None):
         raise ValueError("cfg.lexical: the lexical probe reads the messages; pass pool_texts and test_texts")
 
-    def texts_of(mask: np.ndarray | None = None) -> list[str] | None:
-        if pool_texts is None or not cfg.lexical:
-            return None
-        return list(pool_texts) if mask is None else [pool_texts[i] for i in np.flatnonzero(mask)]
+    def texts_of(mask: np.ndarray) -> list[str] | None:
+        return None if pool_texts is None else [pool_texts[i] for i in np.flatnonzero(mask)]
 
     rng = np.random.default_rng(seed)
     labelled = np.zeros(n, dtype=bool)
@@ -230,7 +239,7 @@ def run_curve(
     stop_state: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
     rnd = 0
-    semi = _semi_student(n_classes, cfg) if arm.semi and not arm.teacher and cfg.pseudo_labels.enabled else None
+    semi = ProductProbe(n_classes, cfg, warm_start=False) if arm.semi and not arm.teacher and cfg.pseudo_labels.enabled else None
     while True:
         t0 = time.perf_counter()
         if arm.teacher:
@@ -240,23 +249,18 @@ def run_curve(
                 w = np.where(labelled, 1.0, msg_w)
             else:
                 w = np.where(labelled, 1.0, cfg.teacher_weight)
-            student.fit(x_pool, y_train, sample_weight=w, texts=texts_of())
+            student.fit(x_pool, y_train, sample_weight=w, texts=pool_texts)
         elif semi is not None:
             # the product's semi-supervised probe (training.probe.ProbeStudent): supervised head, then
             # pseudo-labels for the unlabelled pool, refit; the round ranks by the supervised head
-            semi.fit_embeddings(
-                x_pool[labelled], y_pool[labelled], C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter,
-                unlabelled=x_pool[~labelled], pseudo_labels=cfg.pseudo_labels,
-            )
+            semi.fit_semi(x_pool[labelled], y_pool[labelled], x_pool[~labelled], texts=texts_of(labelled),
+                          unlabelled_texts=texts_of(~labelled))
         else:
             student.fit(x_pool[labelled], y_pool[labelled], texts=texts_of(labelled))
         t_fit = time.perf_counter() - t0
-        if semi is not None:
-            probs = semi.selection_proba_from_embeddings(x_pool).astype(np.float64)
-            test_pred = semi.proba_from_embeddings(x_test).argmax(axis=1)
-        else:
-            probs = student.selection_proba(x_pool, texts_of())  # what a round ranks by (a lexical probe: its selection head)
-            test_pred = student.predict_proba(x_test, test_texts if cfg.lexical else None).argmax(axis=1)
+        model = semi if semi is not None else student
+        probs = model.selection_proba(x_pool, pool_texts)
+        test_pred = model.predict_proba(x_test, test_texts).argmax(axis=1)
         t_score = time.perf_counter() - t0 - t_fit
         m = _metrics(y_test, test_pred)
         signals, stop_state = compute_signals(
@@ -373,9 +377,8 @@ def _run_simulation(cfg: SimulationConfig, *, embed_fn: EmbedFn | None, progress
     # the reference: the same student on every pool label
     t0 = time.perf_counter()
     full = ProductProbe(n_classes, cfg, warm_start=False)
-    lex_texts = (pool_texts, test_texts) if cfg.lexical else (None, None)
-    full.fit(x_pool, y_pool, texts=lex_texts[0])
-    full_metrics = _metrics(y_test, full.predict_proba(x_test, lex_texts[1]).argmax(axis=1))
+    full.fit(x_pool, y_pool, texts=pool_texts)
+    full_metrics = _metrics(y_test, full.predict_proba(x_test, test_texts).argmax(axis=1))
     full_fit_s = time.perf_counter() - t0
     tick()
 

@@ -151,21 +151,22 @@ def test_lexical_probe_reads_the_messages_beside_their_embeddings(tmp_path: Path
     from tests.unit.training.conftest import TOPICS, make_tiny_encoder
 
     encoder = str(make_tiny_encoder(tmp_path / "encoder"))
-    # each class has a word of the tiny encoder's vocabulary in its messages ('class3 bus item 17')
+    # each class has a word of the tiny encoder's vocabulary in its messages ('class3 <word> item 17')
     words = sorted({w for ws in TOPICS.values() for w in ws})[:N_CLASSES]
     dataset = tmp_path / "words.csv"
     with dataset.open("w", newline="") as f:
         csv.writer(f).writerows([("text", "label")] + [(f"class{c} {words[c]} item {i}", f"label_{c}")
                                                         for c in range(N_CLASSES) for i in range(110)])
-    common = {"dataset": str(dataset), "arms": [parse_arm("teacher+disagreement")], "seeds": [0], "initial": 30,
+    common = {"dataset": str(dataset), "arms": [parse_arm("teacher+disagreement"), parse_arm("semi+margin")], "seeds": [0], "initial": 30,
               "step": 30, "max_labels": 60, "teacher_accuracy": 0.8, "target_accuracy": 0.5, "encoder": encoder}
     plain = run_simulation(SimulationConfig(**common, output_dir=tmp_path / "plain"), embed_fn=fake_embed)
     lexical = run_simulation(SimulationConfig(**common, lexical=True, output_dir=tmp_path / "lexical"), embed_fn=fake_embed)
     # the word pieces add what the noisy embedding blurs
     assert lexical["full_data"]["accuracy"] > plain["full_data"]["accuracy"]
     assert lexical["full_data"]["accuracy"] > 0.97
-    assert [s["arm"] for s in lexical["summary"]] == ["teacher+disagreement"]
-    assert lexical["summary"][0]["mean_accuracy_over_curve"] > plain["summary"][0]["mean_accuracy_over_curve"]
+    assert [s["arm"] for s in lexical["summary"]] == ["teacher+disagreement", "semi+margin"]
+    for lex, flat in zip(lexical["summary"], plain["summary"], strict=True):  # the semi-supervised arm's probe too
+        assert lex["mean_accuracy_over_curve"] > flat["mean_accuracy_over_curve"], lex["arm"]
     x = np.zeros((4, DIM), dtype=np.float32)
     with pytest.raises(ValueError, match="pass pool_texts and test_texts"):
         run_curve(parse_arm("margin"), 0, x_pool=x, y_pool=np.arange(4) % 2, x_test=x, y_test=np.arange(4) % 2,
