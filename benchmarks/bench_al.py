@@ -373,6 +373,9 @@ def main() -> None:
         return
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.ceiling_only:
+        if not (RESULTS_DIR / "al.json").is_file():
+            sys.exit(f"--ceiling-only adds to the all-data accuracy of a full run, but {RESULTS_DIR / 'al.json'} is not there: "
+                     "run `make bench-al` (or bench_al.py --quick) first")
         report = json.loads((RESULTS_DIR / "al.json").read_text())
         _ceiling_report(report, seeds, report["full_data_accuracy"])
         return
